@@ -1,0 +1,35 @@
+"""Where droidft keeps its state: everything lives under one home folder."""
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+
+
+def home() -> Path:
+    """The state folder: $DROIDFT_HOME, else ./data/home inside the project."""
+    path = Path(os.environ.get("DROIDFT_HOME") or DATA_DIR / "home").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def db_path() -> Path:
+    return home() / "droidft.duckdb"
+
+
+def runs_dir() -> Path:
+    path = home() / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_dir(run_id: str) -> Path:
+    return runs_dir() / run_id
+
+
+def models_dir() -> Path:
+    """Models droidft builds or produces (the demo model, quantised and fused models)."""
+    path = home() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
