@@ -1,0 +1,95 @@
+"""Supervised fine-tuning (LoRA, DoRA, full, QLoRA) through mlx-lm's own trainer.
+
+Runs `mlx_lm.lora.train_model` in-process (so adapters, adapter_config.json and
+checkpoints are exactly what stock `mlx_lm lora` writes) with two additions:
+a `StoreCallback` for metrics, and a stoppable batch iterator for clean stops.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from contextlib import contextmanager
+from pathlib import Path
+
+from .. import data as datasets
+from ..config import SFTConfig
+from ..models import quantized_copy, resolve_model
+from ..reporting import RunContext, StoreCallback, stoppable
+from . import Method, register
+
+
+@contextmanager
+def _patched_train(iterate_wrapper):
+    """`mlx_lm.lora.train_model` takes no batch iterator; hand one to its `train` call."""
+    import mlx_lm.lora as lora
+    from mlx_lm.tuner.trainer import iterate_batches
+
+    original = lora.train
+    lora.train = functools.partial(original, iterate_batches=iterate_wrapper(iterate_batches))
+    try:
+        yield
+    finally:
+        lora.train = original
+
+
+def model_for(config) -> Path:
+    """The base model folder a config trains on (a quantised copy for QLoRA)."""
+    path = resolve_model(config.model)
+    if config.quantize_bits:
+        path = quantized_copy(path, config.quantize_bits, config.quantize_group_size)
+    return path
+
+
+def run(config: SFTConfig, ctx: RunContext) -> None:
+    from mlx_lm.lora import train_model
+    from mlx_lm.tuner.datasets import load_dataset
+    from mlx_lm.utils import load
+
+    data_dir = datasets.resolve_dataset(config.data)
+    report = datasets.validate_dataset(data_dir, method="sft")
+    if not report.ok:
+        errors = [str(p) for p in report.problems if getattr(p, "level", "error") == "error"]
+        raise ValueError("dataset problems: " + "; ".join(errors[:10]))
+    model_path = model_for(config)
+    iters = config.iters
+    ctx.log(f"model {model_path}, data {data_dir}, {iters} iterations, {config.fine_tune_type}")
+
+    args = types.SimpleNamespace(**config.mlx_lm_args(str(model_path), str(data_dir), str(ctx.adapter_dir)))
+    model, tokenizer = load(str(model_path))
+    train_set, valid_set, _ = load_dataset(args, tokenizer)
+    if config.num_layers > len(model.layers):
+        raise ValueError(f"num_layers is {config.num_layers} but {model_path.name} has only "
+                         f"{len(model.layers)} layers: use -1 for all of them")
+
+    callback = StoreCallback(ctx, model=model, adapter_config=ctx.adapter_dir / "adapter_config.json")
+    save_every = config.save_every
+
+    def on_step(it: int):
+        ctx.state["step"] = it - 1
+        done = it - 1
+        if done > 0 and done % save_every == 0:
+            ckpt = ctx.adapter_dir / f"{done:07d}_adapters.safetensors"
+            if ckpt.exists():
+                ctx.artifact(kind="checkpoint", path=str(ckpt), step=done + ctx.step_offset)
+
+    with _patched_train(lambda ib: stoppable(ib, ctx, on_step=on_step)):
+        train_model(args, model, train_set, valid_set, callback)
+
+    last = ctx.state.get("stopped_at", iters)
+    ckpt = ctx.adapter_dir / f"{last:07d}_adapters.safetensors"
+    if last % save_every == 0 and ckpt.exists():
+        ctx.artifact(kind="checkpoint", path=str(ckpt), step=last + ctx.step_offset)
+    ctx.artifact(kind="final_adapter", path=str(ctx.adapter_dir), step=last + ctx.step_offset,
+                        meta={"fine_tune_type": config.fine_tune_type, "base_model": str(model_path)})
+    if "best" in ctx.state:
+        step, val = ctx.state["best"]
+        ctx.artifact(kind="best_adapter", path=str(ctx.adapter_dir / "best"), step=step,
+                            meta={"val_loss": val})
+    ctx.state["iters"] = iters
+
+
+register(Method(
+    name="sft", family="sft", config_class=SFTConfig, run=run, distributed=True,
+    description="Supervised fine-tuning with mlx-lm: LoRA, DoRA, full, or QLoRA on a quantised base.",
+))

@@ -1,0 +1,183 @@
+"""Model discovery and resolution, architecture detection, quantised copies.
+
+Offline first: "demo" is the project's own tiny model; local MLX folders, the
+Hugging Face cache and LM Studio's folder are found on disk. A hub id is only
+accepted when it is already downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+
+
+class ModelError(ValueError):
+    """A model that cannot be used; the message says what to do instead."""
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: str
+    source: str  # demo | droidft | local | hf-cache | lmstudio
+    model_type: str | None = None
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    quantized_bits: int | None = None
+    size_mb: float | None = None
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def _hf_cache_dirs() -> list[Path]:
+    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    return [Path(hub)] if hub else [home / "hub"]
+
+
+def _lmstudio_dirs() -> list[Path]:
+    return [Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models"]
+
+
+def _hf_cached_snapshot(repo_id: str) -> Path | None:
+    for hub in _hf_cache_dirs():
+        snapshots = hub / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+        if snapshots.is_dir():
+            for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+                if _is_model_dir(snap):
+                    return snap
+    return None
+
+
+def resolve_model(model: str) -> Path:
+    """Turn what a user typed ("demo", a folder, a cached hub id) into a model folder."""
+    if not model or not str(model).strip():
+        raise ModelError("No model given: use 'demo' for the built-in demo model, or a model folder.")
+    model = str(model).strip()
+    if model == "demo":
+        from .demo_model import demo_model_path
+
+        return demo_model_path()
+    path = Path(model).expanduser()
+    if path.exists():
+        if path.is_file():
+            raise ModelError(f"{path} is a file; a model is a folder holding config.json and *.safetensors.")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json, so it is not a model folder "
+                             "(an MLX/Hugging Face model folder holds config.json, tokenizer and *.safetensors).")
+        if not any(path.glob("*.safetensors")):
+            raise ModelError(f"{path} has config.json but no *.safetensors weights. "
+                             "Convert it with `mlx_lm convert --hf-path ...` first.")
+        return path
+    named = paths.models_dir() / model
+    if _is_model_dir(named):
+        return named
+    if model.count("/") == 1:
+        cached = _hf_cached_snapshot(model)
+        if cached:
+            return cached
+        for root in _lmstudio_dirs():
+            if _is_model_dir(root / model):
+                return root / model
+        raise ModelError(f"Model '{model}' is not downloaded and droidft works offline. "
+                         f"Download it first (`hf download {model}`) or use 'demo'.")
+    raise ModelError(f"Model '{model}' not found: use 'demo', a model folder, or a downloaded hub id.")
+
+
+def read_model_config(path: Path) -> dict:
+    try:
+        return json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"Cannot read {path}/config.json: {exc}") from None
+
+
+def model_info(path: Path, name: str | None = None, source: str = "local") -> ModelInfo:
+    cfg = read_model_config(path)
+    size = sum(f.stat().st_size for f in Path(path).glob("*.safetensors")) / 1e6
+    quant = cfg.get("quantization") or cfg.get("quantization_config") or {}
+    return ModelInfo(
+        name=name or Path(path).name, path=str(path), source=source,
+        model_type=cfg.get("model_type"),
+        num_layers=cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("num_layers"),
+        hidden_size=cfg.get("hidden_size"), quantized_bits=quant.get("bits"),
+        size_mb=round(size, 1),
+    )
+
+
+def discover_models(include_demo: bool = True) -> list[ModelInfo]:
+    """Every model on this machine droidft can train, the demo model first."""
+    found: list[ModelInfo] = []
+    if include_demo:
+        from .demo_model import demo_model_path
+
+        found.append(model_info(demo_model_path(), name="demo", source="demo"))
+    seen = {found[0].path} if found else set()
+
+    def add(path: Path, name: str, source: str):
+        if str(path) in seen or not _is_model_dir(path):
+            return
+        try:
+            found.append(model_info(path, name=name, source=source))
+            seen.add(str(path))
+        except ModelError:
+            pass
+
+    for path in sorted(paths.models_dir().iterdir()):
+        add(path, path.name, "droidft")
+    for hub in _hf_cache_dirs():
+        if hub.is_dir():
+            for repo in sorted(hub.glob("models--*")):
+                snap = _hf_cached_snapshot(repo.name[len("models--"):].replace("--", "/"))
+                if snap:
+                    add(snap, repo.name[len("models--"):].replace("--", "/"), "hf-cache")
+    for root in _lmstudio_dirs():
+        if root.is_dir():
+            for path in sorted(root.glob("*/*")):
+                add(path, f"{path.parent.name}/{path.name}", "lmstudio")
+    return found
+
+
+def linear_layer_keys(model_path: Path) -> list[str]:
+    """The linear-layer names inside one transformer block (the LoRA `keys` choices),
+    read from the real architecture without loading the weights."""
+    import mlx.nn as nn
+    from mlx_lm.utils import _get_classes
+
+    cfg = read_model_config(model_path)
+    model_class, args_class = _get_classes(cfg)
+    model = model_class(args_class.from_dict(cfg))
+    keys = []
+    for name, module in model.layers[0].named_modules():
+        if isinstance(module, (nn.Linear, nn.QuantizedLinear)) or hasattr(module, "to_lora"):
+            keys.append(name)
+    return sorted(keys)
+
+
+def quantized_copy(model_path: Path, bits: int = 4, group_size: int = 64) -> Path:
+    """A quantised copy of a model for QLoRA, built once and kept under the models folder.
+    Stock `mlx_lm.load` opens it, so adapters trained on it load the stock way too."""
+    from mlx_lm.utils import load, quantize_model, save
+
+    model_path = Path(model_path)
+    out = paths.models_dir() / f"{model_path.name}-q{bits}g{group_size}"
+    if _is_model_dir(out):
+        return out
+    model, tokenizer, config = load(str(model_path), return_config=True)
+    model, config = quantize_model(model, config, group_size, bits)
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=paths.models_dir()))
+    try:
+        save(tmp, model_path, model, tokenizer, config)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,121 @@
+"""How a training method reports to the store and learns it should stop.
+
+The worker hands every method a `RunContext`. Methods pass `StoreCallback` to the
+trainers as their `training_callback` (mlx-lm's `TrainingCallback` hooks), and
+wrap the trainer's batch iterator with `stoppable` so a stop request ends the
+loop between two steps; the trainer then saves its final adapter as usual.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mlx_lm.tuner.callbacks import TrainingCallback
+
+from . import store
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    run_dir: Path
+    writer: "store.BatchWriter"
+    log: Callable[[str], None]
+    should_stop: Callable[[], bool]
+    step_offset: int = 0  # a resumed run continues its parent's step numbers
+    state: dict = field(default_factory=dict)  # last step seen, best val loss, ...
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.run_dir / "adapters"
+
+    def metric(self, step: int, name: str, value) -> None:
+        """Record one number at a (run-local) step; non-finite values are kept as NaN rows
+        only if they are floats, other types are skipped."""
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return
+        self.writer.metric(step + self.step_offset, name, value)
+        self.writer.maybe_flush()
+
+    def artifact(self, *, kind: str, path: str, step: int | None = None, meta: dict | None = None) -> str:
+        return store.add_artifact(kind=kind, path=path, run_id=self.run_id, step=step, meta=meta)
+
+
+TRAIN_KEYS = {
+    "train_loss": "train_loss", "learning_rate": "learning_rate",
+    "iterations_per_second": "iterations_per_second", "tokens_per_second": "tokens_per_second",
+    "trained_tokens": "trained_tokens", "peak_memory": "peak_memory_gb",
+}
+
+
+class StoreCallback(TrainingCallback):
+    """mlx-lm's callback hooks -> metric rows. Keeps the best adapter by validation loss."""
+
+    def __init__(self, ctx: RunContext, model=None, adapter_config: Path | None = None):
+        self.ctx = ctx
+        self.model = model
+        self.adapter_config = adapter_config
+        self.best_val = math.inf
+
+    def on_train_loss_report(self, info: dict):
+        step = int(info.get("iteration", 0))
+        self.ctx.state["step"] = step
+        for key, value in info.items():
+            if key == "iteration":
+                continue
+            self.ctx.metric(step, TRAIN_KEYS.get(key, key), value)
+
+    def on_val_loss_report(self, info: dict):
+        step = int(info.get("iteration", 0))
+        val_loss = float(info["val_loss"])
+        self.ctx.metric(step, "val_loss", val_loss)
+        if "val_time" in info:
+            self.ctx.metric(step, "val_time", info["val_time"])
+        if step > 0 and self.model is not None and val_loss < self.best_val:
+            self.best_val = val_loss
+            self._save_best(step, val_loss)
+
+    def _save_best(self, step: int, val_loss: float):
+        import shutil
+
+        import mlx.core as mx
+        from mlx.utils import tree_flatten
+
+        best_dir = self.ctx.adapter_dir / "best"
+        best_dir.mkdir(parents=True, exist_ok=True)
+        weights = dict(tree_flatten(self.model.trainable_parameters()))
+        mx.save_safetensors(str(best_dir / "adapters.safetensors"), weights)
+        if self.adapter_config and self.adapter_config.exists():
+            shutil.copy(self.adapter_config, best_dir / "adapter_config.json")
+        self.ctx.state["best"] = (step + self.ctx.step_offset, val_loss)
+
+
+def stoppable(iterate_batches: Callable, ctx: RunContext, on_step: Callable[[int], None] | None = None):
+    """Wrap a trainer's `iterate_batches` so the training loop ends cleanly on stop.
+
+    Only the looping training iterator is wrapped (validation calls it with loop=False).
+    `on_step(it)` runs before batch `it` is handed out, i.e. after step it-1 finished."""
+
+    def wrapped(*args, **kwargs):
+        inner = iterate_batches(*args, **kwargs)
+        if not kwargs.get("loop", False):
+            yield from inner
+            return
+        it = 0
+        for batch in inner:
+            it += 1
+            if on_step is not None:
+                on_step(it)
+            if ctx.should_stop():
+                ctx.log(f"stop requested: ending training after step {it - 1}")
+                ctx.state["stopped_at"] = it - 1
+                return
+            yield batch
+
+    return wrapped
+

@@ -1,0 +1,107 @@
+"""`python -m droidft.worker RUN_ID`: the training process.
+
+Started by `jobs.start` in its own session, so it outlives Streamlit reruns,
+closed tabs and server restarts. It reads its config from the store, runs the
+method's trainer in-process, reports through a `BatchWriter` (whose background
+thread also beats the heartbeat), and ends the run as completed, stopped or failed.
+SIGTERM/SIGINT or a STOP file in the run folder ask it to stop: the trainer
+finishes the current step, saves the adapter and the run ends as `stopped`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from . import paths, store
+from .blas import blas_in_use
+
+STOP_FILE = "STOP"
+
+
+def make_logger(log_path: Path, writer: "store.BatchWriter"):
+    """A log function writing to the run's log file and the events table."""
+    lock = threading.Lock()
+
+    def log(message: str, level: str = "info") -> None:
+        line = f"{time.strftime('%H:%M:%S')} {level.upper():5} {message}"
+        with lock, open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        writer.event(message, level=level)
+
+    return log
+
+
+def run(run_id: str) -> str:
+    """Train one run to its end; returns the final status."""
+    from . import methods
+    from .reporting import RunContext
+
+    record = store.get_run(run_id)
+    if record is None:
+        print(f"droidft.worker: no run {run_id} in {paths.db_path()}", file=sys.stderr)
+        return "failed"
+    run_dir = paths.run_dir(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stop_event = threading.Event()
+    stop_file = run_dir / STOP_FILE
+
+    def request_stop(signum, _frame):
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    writer = store.BatchWriter(run_id)
+    log = make_logger(run_dir / "worker.log", writer)
+    blas = blas_in_use()
+    note = os.environ.get("DROIDFT_BLAS_NOTE", "")
+    if note and "not installed" in note:
+        blas += " - " + note.split(";", 1)[-1].strip(" )")
+    store.update_run(run_id, status="running", started_at=time.time(), heartbeat_at=time.time(),
+                     pid=os.getpid(), blas=blas, host=socket.gethostname())
+    writer.start_background()
+    log(f"worker {os.getpid()} started on {socket.gethostname()} with BLAS: {blas}")
+
+    ctx = RunContext(
+        run_id=run_id, run_dir=run_dir, writer=writer, log=log,
+        should_stop=lambda: stop_event.is_set() or stop_file.exists(),
+    )
+    status, error = "failed", None
+    try:
+        config = methods.config_from_dict(record["config"])
+        ctx.step_offset = config.start_step
+        methods.get(config.method).run(config.validate(), ctx)
+        status = "stopped" if ctx.should_stop() else "completed"
+        log(f"run {status} at step {ctx.state.get('stopped_at', ctx.state.get('iters', '?'))}")
+    except BaseException as exc:  # the run must end with a status, whatever happened
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        log(f"training failed: {error}", level="error")
+        with open(run_dir / "worker.log", "a", encoding="utf-8") as fh:
+            fh.write(traceback.format_exc())
+    finally:
+        writer.close()
+    adapter = run_dir / "adapters"
+    store.update_run(
+        run_id, status=status, ended_at=time.time(), error=error,
+        adapter_path=str(adapter) if (adapter / "adapters.safetensors").exists() else None,
+    )
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m droidft.worker RUN_ID", file=sys.stderr)
+        return 2
+    return 0 if run(argv[0]) in ("completed", "stopped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
