@@ -1,0 +1,35 @@
+"""Shared fixtures: every test gets its own droidft home; the demo model is built once."""
+
+import os
+import sys
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def droidft_home(tmp_path, monkeypatch):
+    """A fresh state folder per test (DuckDB file, runs), so tests never see each other's runs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DROIDFT_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    """The real demo model folder (built on first use, then reused)."""
+    from droidft.demo_model import demo_model_path
+
+    return demo_model_path()
+
+
+@pytest.fixture
+def cli():
+    """Run the droidft CLI as a user would, in a subprocess."""
+    import subprocess
+
+    def run(*args, timeout=600):
+        return subprocess.run([sys.executable, "-m", "droidft.cli", *args], capture_output=True,
+                              text=True, env=dict(os.environ), timeout=timeout)
+
+    return run
