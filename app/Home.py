@@ -1,7 +1,24 @@
-"""droidft dashboard entry point (the full dashboard lands with its own issue)."""
+"""droidft dashboard: `streamlit run app/Home.py`.
+
+The entry point only sets up the page and the navigation; every page is a thin file in
+app/pages/ that calls the droidft engine.
+"""
 
 import streamlit as st
 
-st.set_page_config(page_title="droidft", page_icon="🤖", layout="wide")
-st.title("droidft")
-st.write("A local-first LLM fine-tuning studio over MLX. Use the `droidft` CLI while the dashboard is built.")
+from common import PAGES
+
+st.set_page_config(page_title="droidft", page_icon=":material/model_training:", layout="wide")
+
+
+def _page(key: str, **extra) -> st.Page:
+    path, title, icon = PAGES[key]
+    return st.Page(path, title=title, icon=icon, url_path=key if key != "home" else None, **extra)
+
+
+navigation = st.navigation({
+    "": [_page("home", default=True)],
+    "Train": [_page("data"), _page("sft"), _page("rl"), _page("monitor")],
+    "Results": [_page("sessions"), _page("compare"), _page("fusion"), _page("evaluate")],
+})
+navigation.run()

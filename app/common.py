@@ -1,0 +1,177 @@
+"""Streamlit glue shared by the pages: page paths, error display, cached engine look-ups.
+
+Only presentation lives here. Anything a page needs that is not about widgets belongs in
+`droidft.ui_support` (or the engine itself).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import traceback
+from contextlib import contextmanager
+
+import streamlit as st
+
+from droidft import paths
+from droidft import ui_support as us
+
+log = logging.getLogger("droidft.app")
+
+# page key -> (file relative to app/Home.py, title, icon)
+PAGES = {
+    "home": ("pages/home.py", "Home", ":material/home:"),
+    "data": ("pages/data.py", "Data", ":material/dataset:"),
+    "sft": ("pages/sft_setup.py", "SFT setup", ":material/tune:"),
+    "rl": ("pages/rl_setup.py", "RL setup", ":material/psychology:"),
+    "monitor": ("pages/monitor.py", "Monitor", ":material/monitoring:"),
+    "sessions": ("pages/sessions.py", "Sessions", ":material/history:"),
+    "compare": ("pages/compare.py", "Compare", ":material/compare:"),
+    "fusion": ("pages/fusion.py", "Fusion", ":material/merge:"),
+    "evaluate": ("pages/evaluate.py", "Evaluate", ":material/fact_check:"),
+}
+
+POLL_SECONDS = 1.0  # the Monitor's refresh period (the worker flushes about once a second)
+
+
+def goto(page: str, **query) -> None:
+    """Switch to another page, carrying query parameters (e.g. run=ID)."""
+    st.switch_page(PAGES[page][0], query_params={k: v for k, v in query.items() if v is not None} or None)
+
+
+def link(page: str, label: str | None = None, **query) -> None:
+    path, title, icon = PAGES[page]
+    st.page_link(path, label=label or title, icon=icon,
+                 query_params={k: v for k, v in query.items() if v is not None} or None)
+
+
+def home_key() -> str:
+    """Part of every cache key, so a different DROIDFT_HOME never sees another home's data."""
+    return str(paths.home())
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def show_error(exc: BaseException, doing: str = "") -> None:
+    """An engine exception as a calm message with its cause and a fix; never a traceback."""
+    info = us.explain(exc, doing)
+    if info.unexpected:
+        log.error("dashboard: %s\n%s", info.title, "".join(traceback.format_exception(exc)))
+    if type(exc).__name__ == "StoreBusy":
+        st.info(f"{info.title} {info.fix}", icon=":material/hourglass_top:")
+        return
+    body = f"**{info.title}**"
+    if info.details:
+        body += "\n" + "\n".join(f"- {d}" for d in info.details)
+    body += f"\n\n{info.fix}"
+    st.error(body, icon=":material/error:")
+
+
+@contextmanager
+def attempt(doing: str = ""):
+    """`with attempt("start the run"): ...` shows any engine error instead of raising it.
+    Streamlit's own control flow (rerun, switch_page, stop) passes through untouched."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every error becomes a message
+        show_error(exc, doing)
+
+
+def call(fn, *args, doing: str = "", default=None, **kwargs):
+    """fn(*args, **kwargs), or `default` after showing the error."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, doing)
+        return default
+
+
+def engine(module: str):
+    """An engine module that may not exist yet (inference, fusion, evaluate), or None."""
+    try:
+        return importlib.import_module(f"droidft.{module}")
+    except ImportError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a broken module must not take the page down
+        log.error("dashboard: droidft.%s failed to import: %s", module, exc)
+        return None
+
+
+def coming(feature: str, what_to_do: str) -> None:
+    st.info(f"**{feature} is coming.** The engine part of this page is still being built. "
+            f"{what_to_do}", icon=":material/construction:")
+
+
+def empty(message: str, page: str | None = None, label: str | None = None, **query) -> None:
+    """An empty state that says what to do next, with a link to do it."""
+    st.info(message, icon=":material/lightbulb:")
+    if page:
+        link(page, label, **query)
+
+
+# -- cached look-ups ---------------------------------------------------------------------
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _models(home: str) -> list[dict]:
+    import dataclasses
+
+    from droidft.models import discover_models
+
+    return [dataclasses.asdict(m) for m in discover_models()]
+
+
+def models() -> list[dict]:
+    """Discovered models as dicts (demo first)."""
+    return _models(home_key())
+
+
+def model_label(m: dict) -> str:
+    parts = [m.get("model_type") or "?"]
+    if m.get("num_layers"):
+        parts.append(f"{m['num_layers']} layers")
+    if m.get("quantized_bits"):
+        parts.append(f"{m['quantized_bits']}-bit")
+    if m.get("size_mb") is not None:
+        parts.append(f"{m['size_mb']:,.0f} MB" if m["size_mb"] >= 10 else f"{m['size_mb']:.1f} MB")
+    name = "demo (built-in tiny model)" if m.get("source") == "demo" else m["name"]
+    return f"{name} · {', '.join(parts)}"
+
+
+@st.cache_data(ttl=120, show_spinner=False)
+def machine() -> dict:
+    from droidft.blas import machine_summary
+
+    return machine_summary()
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def lora_keys(model_path: str) -> list[str]:
+    from droidft.models import linear_layer_keys
+
+    return linear_layer_keys(model_path)
+
+
+def status_text(status: str | None) -> str:
+    return f"{us.STATUS_ICONS.get(status or '', '')} {status or '?'}"
+
+
+def status_badge(status: str | None) -> None:
+    st.badge(status or "?", icon=None, color=us.STATUS_COLORS.get(status or "", "gray"))
+
+
+def run_label(run: dict) -> str:
+    return (f"{us.STATUS_ICONS.get(run.get('status'), '')} {run.get('name') or run['id']} "
+            f"· {us.fmt_ago(run.get('created_at'))}")
+
+
+def page_setup(title: str, caption: str | None = None) -> None:
+    st.title(title)
+    if caption:
+        st.caption(caption)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,164 @@
+"""Monitor: one run live. The run comes from ?run=ID, so a reopened tab or a restarted server
+re-attaches; a fragment polls the store once a second without re-running the page."""
+
+import time
+
+import streamlit as st
+
+from charts import series_chart
+from common import POLL_SECONDS, attempt, call, empty, goto, link, run_label, show_error, status_badge
+from droidft import jobs, store
+from droidft import ui_support as us
+
+st.title("Monitor")
+
+run_id = st.query_params.get("run")
+if not run_id:
+    runs = call(jobs.list_runs, doing="read the runs", default=[]) or []
+    if not runs:
+        empty("No runs yet. Start the demo fine-tune on Home, or set one up.", "home", "Go to Home")
+        st.stop()
+    runs = sorted(runs, key=lambda r: (r.get("status") in jobs.ACTIVE, r.get("created_at") or 0), reverse=True)
+    st.caption("Pick a run to watch. Active runs are listed first.")
+    choice = st.selectbox("Run", runs, format_func=run_label, index=None, placeholder="Choose a run")
+    if choice:
+        st.query_params["run"] = choice["id"]
+        st.rerun()
+    st.stop()
+
+run = call(jobs.get, run_id, doing=f"open run {run_id}")
+if run is None:
+    empty("Pick another run from the list of sessions.", "sessions", "Open Sessions")
+    st.stop()
+
+# -- header: what this run is, and what can be done with it -----------------------------
+head, actions = st.columns([3, 2], vertical_alignment="bottom")
+with head:
+    st.subheader(run.get("name") or run_id)
+    status_badge(run.get("status"))
+    st.caption(f"{run.get('method', '').upper()} · model `{run.get('model')}` · data `{run.get('data')}` · "
+               f"id `{run_id}`" + (f" · BLAS: {run['blas']}" if run.get("blas") else ""))
+with actions:
+    buttons = st.container(horizontal=True, horizontal_alignment="right")
+    active = run.get("status") in jobs.ACTIVE
+    if active:
+        if buttons.button("Stop", icon=":material/stop_circle:", key="stop",
+                          help="Ends training after the current step and saves the adapter."):
+            with attempt("stop the run"):
+                jobs.stop(run_id)
+                st.toast("Stop requested: the run saves its adapter and ends.")
+    else:
+        if run.get("status") in ("stopped", "failed") and buttons.button(
+                "Resume", icon=":material/play_circle:", key="resume",
+                help="Continues from the last checkpoint as a new, linked run."):
+            with attempt("resume the run"):
+                new_id = jobs.resume(run_id)
+                st.query_params["run"] = new_id
+                st.rerun()
+        if run.get("adapter_path") and buttons.button("Compare with base", type="primary",
+                                                      icon=":material/compare:", key="to_compare"):
+            goto("compare", run=run_id)
+    if buttons.button("Other run", icon=":material/swap_horiz:", key="other", type="tertiary"):
+        del st.query_params["run"]
+        st.rerun()
+
+if run.get("status") == "failed" and run.get("error"):
+    st.error(f"**The run failed.**\n\n```\n{run['error'][-3000:]}\n```\n\nFix the cause shown above, "
+             "then Resume (it restarts from the last checkpoint) or start a new run.", icon=":material/error:")
+
+
+# -- the live part --------------------------------------------------------------------------
+def _poll(run_id: str) -> dict:
+    """Everything new since the last poll, merged into what this session already holds."""
+    cache = st.session_state.setdefault("monitor_cache", {})
+    entry = cache.get(run_id) or {"frame": None, "last_time": None, "run": None, "events": [],
+                                  "samples": [], "artifacts": [], "busy": False, "checked": 0.0}
+    since = entry["last_time"] - 5.0 if entry["last_time"] else None  # overlap; merge dedupes
+    try:
+        snap = store.snapshot(run_id, since_time=since)
+    except store.StoreBusy:
+        entry["busy"] = True
+        cache[run_id] = entry
+        return entry
+    entry["busy"] = False
+    entry["frame"] = us.merge_metrics(entry["frame"], snap.get("metrics"))
+    if len(entry["frame"]):
+        entry["last_time"] = float(entry["frame"]["time"].max())
+    entry["run"] = snap.get("run") or entry["run"]
+    for key in ("events", "samples", "artifacts"):
+        if snap.get(key) is not None:
+            entry[key] = snap[key]
+    # a worker that died says nothing: ask jobs (which reaps) when the heartbeat goes quiet
+    r = entry["run"] or {}
+    now = time.time()
+    if r.get("status") in jobs.ACTIVE and now - (r.get("heartbeat_at") or r.get("created_at") or now) > 10 \
+            and now - entry["checked"] > 5:
+        entry["checked"] = now
+        try:
+            entry["run"] = jobs.get(run_id)
+        except Exception:  # noqa: BLE001 - the next poll tries again
+            pass
+    cache[run_id] = entry
+    return entry
+
+
+@st.fragment(run_every=POLL_SECONDS if active else None)
+def live(run_id: str, was_active: bool) -> None:
+    try:
+        entry = _poll(run_id)
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, "read the run's progress")
+        return
+    current = entry["run"] or run
+    if was_active and current.get("status") not in jobs.ACTIVE:
+        st.rerun()  # the run just ended: redraw the whole page (buttons, no more polling)
+    frame = entry["frame"]
+    progress = us.run_progress(current, frame)
+    if current.get("status") == "queued":
+        st.progress(0.0, text="Starting: loading the model and data...")
+    else:
+        st.progress(progress.fraction, text=progress.text)
+    if entry["busy"]:
+        st.caption("The run database is busy; retrying.")
+
+    latest = us.latest_values(frame)
+    tiles = st.columns(5)
+    tiles[0].metric("Train loss", us.fmt_number(latest.get("train_loss")))
+    tiles[1].metric("Validation loss", us.fmt_number(latest.get("val_loss")))
+    tiles[2].metric("Tokens / s", us.fmt_count(latest.get("tokens_per_second")))
+    tiles[3].metric("Peak memory", f"{latest['peak_memory_gb']:.2f} GB" if "peak_memory_gb" in latest else "-")
+    tiles[4].metric("Elapsed", us.fmt_duration(progress.elapsed_s))
+
+    if frame is None or len(frame) == 0:
+        st.info("Waiting for the first report from the trainer (it reports every "
+                f"{(current.get('config') or {}).get('steps_per_report', '?')} steps)."
+                if current.get("status") in jobs.ACTIVE else "This run recorded no metrics.",
+                icon=":material/hourglass_top:")
+    else:
+        groups = us.chart_groups(set(frame["name"]))
+        cols = st.columns(2)
+        for i, (title, names, y_title) in enumerate(groups):
+            with cols[i % 2]:
+                st.altair_chart(series_chart(frame, names, title=title, y_title=y_title),
+                                width="stretch", key=f"chart_{title}")
+
+    samples, logs = st.columns(2)
+    with samples:
+        st.markdown("**Latest samples**")
+        rows = entry["samples"] or []
+        if not rows:
+            st.caption("No sampled completions yet (RL runs record the completions they score).")
+        for s in list(reversed(rows))[:3]:
+            with st.container(border=True):
+                st.caption(f"step {s.get('step', '?')}" + (f" · reward {s['reward']:.3g}"
+                                                         if isinstance(s.get("reward"), (int, float)) else ""))
+                if s.get("prompt"):
+                    st.markdown(f"**Prompt:** {str(s['prompt'])[:400]}")
+                st.text(str(s.get("completion") or s.get("text") or "")[:1200])
+    with logs:
+        st.markdown("**Log**")
+        st.code(jobs.log_tail(run_id, lines=14) or "(no log lines yet)", language=None, height=300)
+
+
+live(run_id, active)
+link("sessions", "All runs")
