@@ -175,3 +175,32 @@ def page_setup(title: str, caption: str | None = None) -> None:
 
 def now() -> float:
     return time.time()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def tokenizer(model_path: str):
+    """A model's tokenizer (loaded once per model folder)."""
+    from pathlib import Path
+
+    from mlx_lm.utils import load_tokenizer
+
+    return load_tokenizer(Path(model_path))
+
+
+@st.cache_data(ttl=300, show_spinner=False, max_entries=32)
+def token_stats(data_path: str, model_path: str, method: str, mtime: float, split: str = "train",
+                limit: int = 2000, max_seq_length: int | None = None) -> dict:
+    """Token lengths of a dataset split under a model's tokenizer (cached per file version)."""
+    from droidft.data import token_stats as stats
+
+    return stats(data_path, tokenizer(model_path), split=split, limit=limit,
+                 max_seq_length=max_seq_length, method=method)
+
+
+def data_mtime(data_path) -> float:
+    """A cache key that changes when a dataset's files change."""
+    from pathlib import Path
+
+    p = Path(str(data_path))
+    files = [p] if p.is_file() else list(p.glob("*.jsonl"))
+    return max((f.stat().st_mtime for f in files if f.exists()), default=0.0)

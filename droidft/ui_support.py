@@ -684,7 +684,7 @@ def command_for(config: dict) -> str:
 
     flat = dict(config)
     method = flat.pop("method", "sft")
-    parts = ["droidft", "train", "--method", method]
+    parts = ["droidft", "train", method]
     for key in ("model", "data"):
         if flat.get(key):
             parts += [f"--{key}", str(flat[key])]
@@ -832,3 +832,147 @@ def explain(exc: BaseException, doing: str = "") -> Explained:
     return Explained(f"{doing}: unexpected {name}: {exc}", [],
                      "This is a bug in droidft; the full traceback is in the terminal running the "
                      "dashboard. Please report it.", unexpected=True)
+
+
+# ---------------------------------------------------------------------------------------
+# the Sessions table
+
+
+def filter_runs(summaries, *, statuses=None, methods=None, text: str = ""):
+    """Rows of `store.run_summaries()` matching the chosen statuses, methods and a search text
+    (in name, id, model or dataset; case-insensitive)."""
+    out = summaries
+    if statuses:
+        out = out[out["status"].isin(list(statuses))]
+    if methods:
+        out = out[out["method"].isin(list(methods))]
+    text = (text or "").strip().lower()
+    if text:
+        hay = (out["name"].fillna("") + " " + out["id"].fillna("") + " " + out["model"].fillna("")
+               + " " + out["data"].fillna("")).str.lower()
+        out = out[hay.str.contains(text, regex=False)]
+    return out
+
+
+def runs_table(summaries):
+    """The Sessions table: readable columns (short model/dataset names, minutes, datetimes)."""
+    import pandas as pd
+
+    view = pd.DataFrame({
+        "id": summaries["id"],
+        "status": summaries["status"].map(lambda s: f"{STATUS_ICONS.get(s, '')} {s}"),
+        "name": summaries["name"].fillna(summaries["id"]),
+        "method": summaries["method"],
+        "model": summaries["model"].fillna("").map(lambda p: Path(p).name if p else ""),
+        "dataset": summaries["data"].fillna("").map(lambda p: Path(p).name if p else ""),
+        "best_val_loss": summaries["best_val_loss"],
+        "last_train_loss": summaries["last_train_loss"],
+        "duration_min": summaries["duration_s"] / 60.0,
+        "trained_tokens": summaries["trained_tokens"],
+        "steps": summaries["steps"],
+        "created": pd.to_datetime(summaries["created_at"], unit="s", utc=True)
+                     .dt.tz_convert(_local_tz()).dt.tz_localize(None),
+    })
+    return view.reset_index(drop=True)
+
+
+def _local_tz():
+    import datetime as _dt
+
+    return _dt.datetime.now().astimezone().tzinfo
+
+
+def stock_command(run: dict) -> str | None:
+    """The stock `mlx_lm lora` command equivalent to a stored run, when its method has one."""
+    from . import methods, paths
+
+    try:
+        config = methods.config_from_dict(run.get("config") or {})
+    except Exception:  # noqa: BLE001 - an old or foreign config: no command, no crash
+        return None
+    if not hasattr(config, "to_mlx_lm_command"):
+        return None
+    adapter = str(paths.run_dir(run["id"]) / "adapters")
+    return config.to_mlx_lm_command(str(run.get("model")), str(run.get("data")), adapter)
+
+
+# ---------------------------------------------------------------------------------------
+# datasets and models the pickers offer
+
+
+def datasets_dir() -> Path:
+    """Where datasets uploaded, generated or split in the dashboard are kept."""
+    from . import paths
+
+    path = paths.home() / "datasets"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def list_datasets() -> list[dict]:
+    """Datasets to pick from: the built-in demo, then folders under the home's datasets
+    folder (newest first). Each: {name, path, source}."""
+    out = [{"name": "demo", "path": "demo", "source": "built-in"}]
+    root = datasets_dir()
+    found = [p for p in root.iterdir() if p.is_dir() and (p / "train.jsonl").is_file()]
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        out.append({"name": path.name, "path": str(path), "source": "yours"})
+    return out
+
+
+def new_dataset_dir(name: str) -> Path:
+    """A fresh folder for a dataset called `name` (made safe; -2, -3... when taken)."""
+    from .data import safe_filename
+
+    base = safe_filename(name or "dataset", default="dataset").replace(".", "_")
+    root = datasets_dir()
+    path, n = root / base, 2
+    while path.exists() and any(path.iterdir()):
+        path, n = root / f"{base}-{n}", n + 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_uploads(files: list[tuple[str, bytes]], name: str, max_bytes: int = 200 * 2**20) -> Path:
+    """Store uploaded .jsonl files as a dataset folder. Files named train/valid/test keep
+    their split; a single other file becomes train.jsonl (split it afterwards)."""
+    from .data import DataError, safe_filename
+
+    if not files:
+        raise DataError("no file uploaded: choose one .jsonl file, or train.jsonl and valid.jsonl")
+    named = []
+    for raw_name, content in files:
+        fname = safe_filename(raw_name)
+        if not fname.lower().endswith(".jsonl"):
+            raise DataError(f"{fname} is not a .jsonl file: datasets are JSON Lines, one JSON "
+                            "object per line")
+        if len(content) > max_bytes:
+            raise DataError(f"{fname} is {len(content) / 2**20:.0f} MB; the limit is "
+                            f"{max_bytes / 2**20:.0f} MB")
+        named.append((fname, content))
+    splits = {Path(n).stem.lower(): c for n, c in named}
+    if len(named) > 1 and not set(splits) <= {"train", "valid", "test"}:
+        raise DataError("several files must be named train.jsonl, valid.jsonl (and test.jsonl); "
+                        "or upload one file and split it")
+    if "train" not in splits and len(named) > 1:
+        raise DataError("the upload has no train.jsonl")
+    folder = new_dataset_dir(name or Path(named[0][0]).stem)
+    if len(named) == 1 and "train" not in splits:
+        (folder / "train.jsonl").write_bytes(named[0][1])
+    else:
+        for split, content in splits.items():
+            (folder / f"{split}.jsonl").write_bytes(content)
+    return folder
+
+
+def measured_tokens_per_s(model_path: str, limit: int = 5) -> float | None:
+    """Median training speed of the last completed runs on this model, if any."""
+    from . import store
+
+    runs = [r for r in store.list_runs(status="completed", limit=200) if r.get("model") == str(model_path)]
+    if not runs:
+        return None
+    frame = store.metrics_frame([r["id"] for r in runs[:limit]], names=["tokens_per_second"])
+    if frame is None or len(frame) == 0:
+        return None
+    return float(frame["value"].median())

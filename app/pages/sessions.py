@@ -1,0 +1,184 @@
+"""Sessions: every run in a sortable, filterable table; overlay curves, diff configs,
+resume, delete, export, download; the lineage graph."""
+
+import streamlit as st
+
+from charts import overlay_chart
+from common import attempt, call, empty, goto, show_error
+from droidft import jobs, store
+from droidft import ui_support as us
+
+st.title("Sessions")
+st.caption("Every run on this machine. Click rows to select them: one to act on it, "
+           "several to overlay their curves, two to compare their settings.")
+
+jobs_reaped = call(jobs.reap, doing="check for runs whose worker died", default=[])
+summaries = call(store.run_summaries, doing="read the runs")
+if summaries is None:
+    st.stop()
+if len(summaries) == 0:
+    empty("No runs yet. Start the demo fine-tune on Home, or set up a run.", "home", "Go to Home")
+    st.stop()
+
+# -- filters --------------------------------------------------------------------------------
+f1, f2, f3 = st.columns([2, 2, 3])
+statuses = f1.multiselect("Status", sorted(summaries["status"].dropna().unique()), key="f_status",
+                          placeholder="All")
+methods = f2.multiselect("Method", sorted(summaries["method"].dropna().unique()), key="f_method",
+                         placeholder="All")
+text = f3.text_input("Search", key="f_text", placeholder="name, model or dataset contains...")
+table = us.filter_runs(summaries, statuses=statuses, methods=methods, text=text)
+view = us.runs_table(table)
+# ?select=ID,ID pre-selects runs (shareable links; Monitor and tests link here that way)
+wanted = [r for r in st.query_params.get("select", "").split(",") if r]
+default_rows = [i for i, rid in enumerate(view["id"]) if rid in wanted]
+
+selection = st.dataframe(
+    view, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
+    selection_default={"selection": {"rows": default_rows}} if default_rows else None,
+    height=min(420, 38 + 35 * len(view)),
+    column_order=["status", "name", "method", "model", "dataset", "best_val_loss", "last_train_loss",
+                  "duration_min", "trained_tokens", "steps", "created"],
+    column_config={
+        "status": st.column_config.TextColumn("Status", width="small"),
+        "name": st.column_config.TextColumn("Name", width="medium"),
+        "method": st.column_config.TextColumn("Method", width="small"),
+        "model": st.column_config.TextColumn("Model", width="small"),
+        "dataset": st.column_config.TextColumn("Dataset", width="small"),
+        "best_val_loss": st.column_config.NumberColumn("Best val loss", format="%.4f"),
+        "last_train_loss": st.column_config.NumberColumn("Train loss", format="%.4f"),
+        "duration_min": st.column_config.NumberColumn("Duration (min)", format="%.1f"),
+        "trained_tokens": st.column_config.NumberColumn("Tokens", format="compact"),
+        "steps": st.column_config.NumberColumn("Steps"),
+        "created": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+    },
+)
+st.caption(f"{len(table)} of {len(summaries)} runs" + (" · filtered" if len(table) != len(summaries) else ""))
+
+picked_rows = selection.selection.rows if selection is not None else []
+picked = [view.iloc[i]["id"] for i in picked_rows if i < len(view)]
+if picked:
+    st.query_params["select"] = ",".join(picked)
+elif "select" in st.query_params:
+    del st.query_params["select"]
+if not picked:
+    st.info("Select one or more rows above to act on them or to overlay their curves.",
+            icon=":material/touch_app:")
+
+# -- overlay ----------------------------------------------------------------------------------
+if picked:
+    names_by_id = dict(zip(table["id"], table["name"].fillna(table["id"])))
+    st.subheader("Curves")
+    metric = st.segmented_control(
+        "Metric", ["train_loss", "val_loss", "learning_rate", "tokens_per_second", "peak_memory_gb"],
+        default="train_loss", key="overlay_metric", format_func=lambda n: n.replace("_", " "))
+    frame = call(store.metrics_frame, picked, names=[metric or "train_loss"], doing="read the curves")
+    if frame is not None and len(frame):
+        frame = us.downsample(frame, max_points=1500)
+        frame["run"] = frame["run_id"].map(lambda r: f"{names_by_id.get(r, r)} ({r[-4:]})")
+        st.altair_chart(overlay_chart(frame, metric or "train_loss"), width="stretch")
+    elif frame is not None:
+        st.caption("The selected runs recorded no values of this metric.")
+
+# -- config diff ------------------------------------------------------------------------------
+if len(picked) >= 2:
+    st.subheader("Settings that differ")
+    a, b = call(jobs.get, picked[0], default=None), call(jobs.get, picked[1], default=None)
+    if a and b:
+        rows = us.config_diff(a.get("config") or {}, b.get("config") or {})
+        if rows:
+            st.dataframe(rows, hide_index=True, column_config={
+                "setting": "Setting", "a": names_by_id.get(a["id"], a["id"]),
+                "b": names_by_id.get(b["id"], b["id"])})
+        else:
+            st.caption("The two runs have identical settings.")
+
+
+# -- actions on one run ---------------------------------------------------------------------
+def _cancel_delete() -> None:
+    st.session_state.pop("pending_delete", None)
+
+
+@st.dialog("Delete runs?", on_dismiss=_cancel_delete)
+def confirm_delete(run_ids: list[str]) -> None:
+    st.write(f"This removes {len(run_ids)} run(s): their metrics, logs, checkpoints and adapters. "
+             "It cannot be undone.")
+    if st.button("Delete", type="primary", key="confirm_delete"):
+        failed = False
+        for rid in run_ids:
+            try:
+                jobs.delete(rid)
+            except Exception as exc:  # noqa: BLE001
+                show_error(exc, f"delete run {rid}")
+                failed = True
+        _cancel_delete()
+        if not failed:
+            st.session_state.pop("runs_table", None)
+            if "select" in st.query_params:
+                del st.query_params["select"]
+            st.rerun()
+    if st.button("Cancel", key="cancel_delete"):
+        _cancel_delete()
+        st.rerun()
+
+
+if len(picked) == 1:
+    run = call(jobs.get, picked[0], doing="open the run")
+    if run:
+        st.subheader(run.get("name") or run["id"])
+        st.caption(f"id `{run['id']}` · {run.get('status')} · created {us.fmt_time(run.get('created_at'))}"
+                   + (f" · resumed from `{run['parent_id']}`" if run.get("parent_id") else ""))
+        bar = st.container(horizontal=True)
+        if bar.button("Monitor", icon=":material/monitoring:", key="open_monitor"):
+            goto("monitor", run=run["id"])
+        if run.get("adapter_path") and bar.button("Compare", icon=":material/compare:", key="open_compare"):
+            goto("compare", run=run["id"])
+        if run.get("status") in ("stopped", "failed") and bar.button(
+                "Resume", icon=":material/play_circle:", key="resume"):
+            with attempt("resume the run"):
+                goto("monitor", run=jobs.resume(run["id"]))
+        if run.get("status") in jobs.ACTIVE:
+            if bar.button("Stop", icon=":material/stop_circle:", key="stop"):
+                with attempt("stop the run"):
+                    jobs.stop(run["id"])
+                    st.toast("Stop requested.")
+        elif bar.button("Delete", icon=":material/delete:", key="delete"):
+            st.session_state["pending_delete"] = [run["id"]]
+        config = run.get("config") or {}
+        bar.download_button("Config (YAML)", us.config_yaml(config), file_name=f"{run['id']}.yaml",
+                            mime="text/yaml", icon=":material/download:", key="dl_yaml", on_click="ignore")
+        if run.get("adapter_path"):
+            bar.download_button("Adapter (zip)", lambda: us.adapter_zip(run["adapter_path"]),
+                                file_name=f"{run['id']}-adapter.zip", mime="application/zip",
+                                icon=":material/download:", key="dl_adapter", on_click="ignore")
+        with st.expander("Command line", icon=":material/terminal:"):
+            st.caption("Repeat this run with droidft (save the YAML above as config.yaml):")
+            st.code(us.command_for(config), language="bash")
+            stock = us.stock_command(run)
+            if stock:
+                st.caption("The equivalent stock mlx-lm command:")
+                st.code(stock, language="bash")
+        if run.get("error"):
+            with st.expander("Error", icon=":material/error:"):
+                st.code(run["error"], language=None)
+elif len(picked) > 1:
+    deletable = [r for r in picked if table.set_index("id").loc[r, "status"] not in jobs.ACTIVE]
+    if deletable and st.button(f"Delete {len(deletable)} selected runs", icon=":material/delete:",
+                               key="delete_many"):
+        st.session_state["pending_delete"] = deletable
+if st.session_state.get("pending_delete"):
+    confirm_delete(st.session_state["pending_delete"])
+
+# -- lineage ----------------------------------------------------------------------------------
+with st.expander("Lineage: dataset → run → adapter → fused model → evaluation", icon=":material/account_tree:",
+                 expanded=bool(picked)):
+    try:
+        ids = set(picked) if picked else set(table["id"].head(25))
+        runs = table[table["id"].isin(ids) | table["id"].isin(table[table["id"].isin(ids)]["parent_id"])]
+        arts = store.artifacts()
+        evals = store.evaluations()
+        st.graphviz_chart(us.lineage_dot(runs.to_dict("records"), arts, evals), width="stretch")
+        if not picked:
+            st.caption("Showing the 25 newest runs; select rows to focus on them.")
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, "draw the lineage")

@@ -1,0 +1,102 @@
+"""SFT setup: the whole SFT config as a form with presets and help, the equivalent stock
+mlx-lm command and YAML, a memory/time estimate, and the start button."""
+
+import streamlit as st
+
+from common import attempt, call, data_mtime, goto, lora_keys, machine, model_label, models, token_stats
+from forms import apply_values, config_form, data_picker, init_state, model_picker
+from droidft import jobs
+from droidft import ui_support as us
+from droidft.config import SFTConfig
+
+P = "sft"
+st.title("Supervised fine-tuning")
+st.caption("Teach a model from example conversations or prompt/answer pairs. Start from a preset, "
+           "adjust what you need (hover the ? for help), and start.")
+
+specs = us.field_specs(SFTConfig)
+presets = us.sft_presets()
+init_state(P, specs, presets["quick demo"])
+
+
+def _apply_preset() -> None:
+    name = st.session_state.get("sft.preset")
+    if name:
+        apply_values(P, specs, presets[name])
+
+
+st.segmented_control("Preset", list(presets), key="sft.preset", default="quick demo", on_change=_apply_preset,
+                     help="quick demo: about a minute on the demo model · balanced: a sensible first real "
+                          "run · quality: longer, bigger adapter, for a final model")
+
+found = call(models, doing="look for models", default=[]) or []
+left, right = st.columns(2)
+with left:
+    model = model_picker(P, found, model_label, default=st.query_params.get("model"))
+with right:
+    data = data_picker(P, call(us.list_datasets, doing="list datasets", default=[]) or [{"name": "demo", "path": "demo"}],
+                       default=st.query_params.get("data"))
+name = st.text_input("Run name", key="sft.name", placeholder="optional, e.g. support-bot v1", help=us.HELP["name"])
+
+model_path = None
+if model:
+    from droidft.models import resolve_model
+
+    model_path = call(resolve_model, model, doing="use this model")
+choices = {}
+if model_path is not None:
+    keys = call(lora_keys, str(model_path), doing="read the model's layers", default=None)
+    if keys:
+        choices["lora_parameters.keys"] = keys
+
+values, input_problems = config_form(P, specs, choices_override=choices)
+values.update(model=model or "", data=data or "", name=name.strip() or None)
+config, problems = us.build_config(SFTConfig, values)
+problems = input_problems + problems
+
+# -- what it will cost, and what it is in stock mlx-lm --------------------------------------
+if config is not None and model_path is not None:
+    from droidft.data import resolve_dataset
+
+    data_path = call(resolve_dataset, config.data, doing="use this dataset")
+    est_col, cmd_col = st.columns([2, 3])
+    with est_col:
+        st.subheader("Estimate")
+        from droidft.models import read_model_config
+
+        cfg = call(read_model_config, model_path, default=None)
+        if cfg:
+            speed = call(us.measured_tokens_per_s, str(model_path), default=None)
+            stats = None
+            if data_path is not None:
+                try:
+                    stats = token_stats(str(data_path), str(model_path), "sft", data_mtime(data_path), limit=300)
+                except Exception:  # noqa: BLE001 - the estimate then assumes a typical length
+                    stats = None
+            est = us.estimate_run(config, cfg, measured_tokens_per_s=speed,
+                                  avg_tokens=stats["mean"] if stats and stats["count"] else None)
+            a, b, c = st.columns(3)
+            a.metric("Memory", f"{est.memory_gb:.2f} GB" if est.memory_gb >= 0.1 else f"{est.memory_gb * 1024:.0f} MB")
+            b.metric("Time", us.fmt_duration(est.seconds))
+            c.metric("Trained params", f"{est.trainable_m:.2f} M", help=f"of {est.params_m:.1f} M in the model")
+            st.caption(f"Rough: {us.fmt_count(est.tokens)} tokens; speed from {est.basis}.")
+            total = (call(machine, default={}) or {}).get("memory_gb")
+            if total and est.memory_gb > 0.8 * total:
+                st.warning(f"This may not fit in this machine's {total} GB: lower the batch size or the max "
+                           "sequence length, turn on gradient checkpointing, or quantise the base (QLoRA).")
+    with cmd_col:
+        st.subheader("Same run in stock mlx-lm")
+        if data_path is not None:
+            tab_cmd, tab_yaml = st.tabs(["Command", "YAML"])
+            tab_cmd.code(config.to_mlx_lm_command(str(model_path), str(data_path)), language="bash", wrap_lines=True)
+            tab_yaml.code(config.to_mlx_lm_yaml(str(model_path), str(data_path)), language="yaml", height=220)
+
+# -- start ------------------------------------------------------------------------------------
+if problems:
+    st.error("**Fix these settings before starting:**\n" + "\n".join(f"- {p}" for p in problems),
+             icon=":material/error:")
+if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=bool(problems),
+             key="sft.start"):
+    with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
+        run_id = jobs.start(config)
+        goto("monitor", run=run_id)
