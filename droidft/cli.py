@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         mp = tsub.add_parser(method.name, help=method.description)
         add_train_options(mp)
         mp.set_defaults(func=cmd_train)
+    from .cli_rl import add_commands as add_rl_commands
+    add_rl_commands(sub)
 
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--json", action="store_true")

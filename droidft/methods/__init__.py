@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable
 
-BUILTIN_MODULES = ("droidft.methods.sft",)
+BUILTIN_MODULES = ("droidft.methods.sft", "droidft.methods.grpo", "droidft.methods.preference")
 
 
 @dataclass(frozen=True)

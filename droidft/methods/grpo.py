@@ -1,0 +1,697 @@
+"""The GRPO family through mlx-lm-lora's GRPO trainer: GRPO, Dr.GRPO, BNPO, GSPO, DAPO-style.
+
+Each is a registered method with its own validated config; they differ in the loss
+normalisation (`grpo_loss_type`: grpo per sequence, bnpo per token, dr_grpo by a constant),
+the importance-sampling level (GSPO: sequence) and defaults (DAPO-style: clip-higher with
+`epsilon_high`, token-level loss, no KL term).
+
+`mlx_lm_lora.trainer.grpo_trainer.train_grpo` runs in-process. It hands the training-report
+metrics to our `TrainingCallback`; what it only prints or keeps local is caught at the
+narrowest point instead of parsing text:
+- `evaluate_grpo` is wrapped so validation reward/KL/length metrics are stored too;
+- `_rollout_rewards` and each reward function are wrapped so the completions of the latest
+  step, with each function's reward, land in the `samples` table at every report;
+- the batch iterator is wrapped so a stop request ends training between two steps.
+The model is never fused: the run's output is the adapter (or full weights), as with SFT.
+
+This module also holds what the preference methods (preference.py) share: the training
+fields of `RLTrainingConfig`, model/adapter setup, the reference model, the optimizer,
+the store callback and the stop handling (`train_with_store`).
+
+Metric names (as stored): `train_loss`, `train_total_rewards_mean|std`,
+`train_grouped_rewards_mean|std`, `train_<reward>_mean|std|coverage` for each reward
+function, `train_kl`, `train_kl_clip_ratio`, `train_clip_ratio_low|high|total`,
+`train_average_generated_tokens`, `train_min_generated_tokens`, `train_max_generated_tokens`,
+`train_hit_max_tokens_ratio`, `learning_rate`, `iterations_per_second`, `tokens_per_second`,
+`trained_tokens`, `peak_memory_gb`; the same reward/KL/length names with a `val_` prefix
+plus `val_loss`, `val_time` at each evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .. import data as datasets
+from .. import paths, rewards
+from ..config import OPTIMIZERS, BaseConfig, LR_SCHEDULES, _finite, _positive_int
+from ..reporting import RunContext, StoreCallback
+from . import Method, register
+
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+TRAINER_OPTIMIZERS = OPTIMIZERS
+# Choices the dashboard offers for these fields (it looks for FIELD_NAME + "S").
+REWARD_FUNCTIONS = tuple(rewards.MLX_LM_LORA_DEFAULTS) + tuple(rewards.DROIDFT_REWARDS)
+
+
+# -- configs ------------------------------------------------------------------------------
+
+
+@dataclass
+class RLTrainingConfig(BaseConfig):
+    """Training-loop fields every mlx-lm-lora method shares (GRPO family and preference)."""
+
+    method: ClassVar[str] = "rl"
+    # Fields a method fixes (e.g. gspo = sequence-level importance sampling): name -> value.
+    LOCKED: ClassVar[dict[str, Any]] = {}
+
+    optimizer: str = "adam"
+    optimizer_config: dict[str, dict] = field(default_factory=dict)
+    batch_size: int = 2
+    iters: int = 50
+    epochs: float | None = None  # when set, iters = ceil(epochs * train rows / batch_size)
+    learning_rate: float = 1e-5
+    lr_schedule: dict | None = None
+    warmup_steps: int = 0
+    val_batches: int = 2
+    steps_per_report: int = 5
+    steps_per_eval: int = 50
+    save_every: int = 50
+    max_seq_length: int = 512
+    grad_accumulation_steps: int = 1
+    grad_checkpoint: bool = False
+    beta: float = 0.1
+    reference_model: str | None = None  # None: the base model itself (where one is needed)
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if self.optimizer not in TRAINER_OPTIMIZERS:
+            out.append(f"optimizer must be one of {', '.join(TRAINER_OPTIMIZERS)} (got {self.optimizer!r})")
+        if not isinstance(self.optimizer_config, dict):
+            out.append("optimizer_config must be a mapping such as {adamw: {weight_decay: 0.01}}")
+        _positive_int(out, "batch_size", self.batch_size)
+        _positive_int(out, "iters", self.iters)
+        if self.epochs is not None:
+            _finite(out, "epochs", self.epochs, low=0, low_open=True)
+        _finite(out, "learning_rate", self.learning_rate, low=0, low_open=True, high=10)
+        _positive_int(out, "warmup_steps", self.warmup_steps, minimum=0)
+        if isinstance(self.warmup_steps, int) and isinstance(self.iters, int) and self.epochs is None \
+                and self.warmup_steps >= self.iters > 0:
+            out.append(f"warmup_steps ({self.warmup_steps}) must be smaller than iters ({self.iters})")
+        if self.lr_schedule is not None:
+            if not isinstance(self.lr_schedule, dict) or "name" not in self.lr_schedule:
+                out.append("lr_schedule must be a mapping with name and arguments, e.g. "
+                           "{name: cosine_decay, arguments: [1e-5, 1000], warmup: 100}")
+            elif self.lr_schedule["name"] not in LR_SCHEDULES:
+                out.append(f"lr_schedule name must be one of {', '.join(LR_SCHEDULES)}")
+        if not isinstance(self.val_batches, int) or isinstance(self.val_batches, bool) or (
+            self.val_batches != -1 and self.val_batches < 1
+        ):
+            out.append(f"val_batches must be -1 (whole validation set) or >= 1 (got {self.val_batches!r})")
+        for name in ("steps_per_report", "steps_per_eval", "save_every", "max_seq_length",
+                     "grad_accumulation_steps"):
+            _positive_int(out, name, getattr(self, name))
+        _finite(out, "beta", self.beta, low=0)
+        if self.reference_model is not None and (
+                not isinstance(self.reference_model, str) or not self.reference_model.strip()):
+            out.append("reference_model must be a model ('demo', a folder or a downloaded hub id) or unset")
+        for name, value in self.LOCKED.items():
+            if getattr(self, name) != value:
+                out.append(f"{self.method} means {name}={value!r} (got {getattr(self, name)!r}); "
+                           f"use the grpo method to combine options freely")
+        return out
+
+    def schedule(self) -> dict | None:
+        if self.lr_schedule:
+            return self.lr_schedule
+        if self.warmup_steps:
+            return {"name": "cosine_decay", "arguments": [self.learning_rate, self.iters],
+                    "warmup": self.warmup_steps, "warmup_init": 0.0}
+        return None
+
+    def is_demo_data(self) -> bool:
+        return str(self.data).strip() == "demo"
+
+
+@dataclass
+class GRPOConfig(RLTrainingConfig):
+    """Group Relative Policy Optimization: sample `group_size` completions per prompt, score
+    them with reward functions, and push the policy toward the better ones of each group."""
+
+    method: ClassVar[str] = "grpo"
+
+    learning_rate: float = 1e-5
+    group_size: int = 4
+    max_completion_length: int = 64
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 20
+    min_p: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float | None = None  # clip-higher (DAPO); None = epsilon
+    grpo_loss_type: str = "grpo"
+    importance_sampling_level: str = "token"
+    # None = every function of reward_file if given, else the demo reward on the demo data,
+    # else mlx-lm-lora's R1 defaults (accuracy, int, strict/soft format, xml count).
+    reward_functions: list[str] | None = None
+    reward_weights: list[float] | None = None
+    reward_file: str | None = None  # custom reward functions (refused on a LAN unless allowed)
+    end_answer_token: str = "</answer>"  # generation also stops here
+    system_prompt: str | None = None  # for rows without `system`; None = mlx-lm-lora's R1 prompt
+    samples_per_report: int = 4  # completions stored in the samples table per report
+    # Initial adapter before GRPO: "auto" = the demo SFT warm start when both model and data
+    # are "demo", else none; "demo" = always that warm start; "none"; or an adapter file.
+    warm_start: str = "auto"
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if isinstance(self.group_size, int) and not isinstance(self.group_size, bool) and self.group_size == 1:
+            out.append("group_size must be >= 2: GRPO learns by comparing completions of the same "
+                       "prompt, and one completion has nothing to be compared with")
+        else:
+            _positive_int(out, "group_size", self.group_size, minimum=2)
+        _positive_int(out, "max_completion_length", self.max_completion_length)
+        _finite(out, "temperature", self.temperature, low=0, low_open=True, high=5)
+        _finite(out, "top_p", self.top_p, low=0, low_open=True, high=1)
+        _positive_int(out, "top_k", self.top_k, minimum=0)
+        _finite(out, "min_p", self.min_p, low=0, high=0.99)
+        _finite(out, "epsilon", self.epsilon, low=0, high=0.99)
+        if self.epsilon_high is not None:
+            _finite(out, "epsilon_high", self.epsilon_high, low=0, high=10)
+            if _num(self.epsilon_high) and _num(self.epsilon) and self.epsilon_high < self.epsilon:
+                out.append(f"epsilon_high ({self.epsilon_high}) must be >= epsilon ({self.epsilon}): "
+                           "it widens the upper clip range (clip-higher), it cannot narrow it")
+        if self.grpo_loss_type not in GRPO_LOSS_TYPES:
+            out.append(f"grpo_loss_type must be one of {', '.join(GRPO_LOSS_TYPES)} (got {self.grpo_loss_type!r})")
+        if self.importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+            out.append("importance_sampling_level must be token or sequence (sequence = GSPO) "
+                       f"(got {self.importance_sampling_level!r})")
+        out += rewards.problems(self.reward_functions, self.reward_weights, self.reward_file,
+                                demo_data=self.is_demo_data())
+        if not isinstance(self.end_answer_token, str):
+            out.append("end_answer_token must be text such as '</answer>' (or '' for none)")
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            out.append("system_prompt must be text or unset")
+        _positive_int(out, "samples_per_report", self.samples_per_report, minimum=0)
+        if not isinstance(self.warm_start, str) or not self.warm_start.strip():
+            out.append("warm_start must be auto, demo, none or the path of an adapter .safetensors file")
+        elif self.warm_start not in ("auto", "demo", "none"):
+            path = Path(self.warm_start).expanduser()
+            if path.is_dir():
+                path = path / "adapters.safetensors"
+            if not path.is_file():
+                out.append(f"warm_start adapter not found: {self.warm_start} "
+                           "(use auto, demo, none or an adapters.safetensors file)")
+        return out
+
+
+def _num(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class DrGRPOConfig(GRPOConfig):
+    """Dr.GRPO: the loss is normalised by a constant (max completion length), removing GRPO's
+    length bias toward long wrong answers and short right ones."""
+
+    method: ClassVar[str] = "dr_grpo"
+    LOCKED: ClassVar[dict[str, Any]] = {"grpo_loss_type": "dr_grpo"}
+    grpo_loss_type: str = "dr_grpo"
+
+
+@dataclass
+class BNPOConfig(GRPOConfig):
+    """BNPO: the loss is averaged over every completion token of the batch (token-level)."""
+
+    method: ClassVar[str] = "bnpo"
+    LOCKED: ClassVar[dict[str, Any]] = {"grpo_loss_type": "bnpo"}
+    grpo_loss_type: str = "bnpo"
+
+
+@dataclass
+class GSPOConfig(GRPOConfig):
+    """GSPO: sequence-level importance sampling (one ratio per completion, not per token)."""
+
+    method: ClassVar[str] = "gspo"
+    LOCKED: ClassVar[dict[str, Any]] = {"importance_sampling_level": "sequence"}
+    importance_sampling_level: str = "sequence"
+
+
+@dataclass
+class DAPOConfig(GRPOConfig):
+    """DAPO-style: clip-higher (epsilon_high > epsilon), token-level loss, no KL penalty.
+    (DAPO's dynamic sampling and overlong shaping are not in mlx-lm-lora.)"""
+
+    method: ClassVar[str] = "dapo"
+    LOCKED: ClassVar[dict[str, Any]] = {"grpo_loss_type": "bnpo"}
+    grpo_loss_type: str = "bnpo"
+    beta: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float | None = 0.28
+
+
+# -- shared run machinery (also used by preference.py) ---------------------------------------
+
+
+class StopTraining(Exception):
+    """Raised from the batch iterator when a stop was requested; carries the steps done."""
+
+    def __init__(self, done: int):
+        super().__init__(f"stopped after step {done}")
+        self.done = done
+
+
+def resolve_data(config) -> Path:
+    """The dataset folder for a config, validated for its method (line-numbered problems)."""
+    try:
+        data_dir = datasets.resolve_dataset(config.data, method=config.method)
+    except TypeError:  # an older resolve_dataset without the method
+        data_dir = datasets.resolve_dataset(config.data)
+    report = datasets.validate_dataset(data_dir, method=config.method)
+    errors = [str(p) for p in report.problems if getattr(p, "level", "error") == "error"]
+    if errors:
+        raise datasets.DataError("dataset problems: " + "; ".join(errors[:10]))
+    return Path(data_dir)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def lora_dict(config) -> dict:
+    lora = dataclasses.asdict(config.lora_parameters)
+    if lora.get("keys") is None:
+        lora.pop("keys")
+    return lora
+
+
+def make_trainable(model, config) -> None:
+    """Freeze the base and add LoRA/DoRA layers, or unfreeze the top layers for full training
+    (exactly what `mlx_lm.lora.train_model` does, so stock mlx-lm loads the result)."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model.freeze()
+    if config.num_layers > len(model.layers):
+        raise ValueError(f"num_layers is {config.num_layers} but the model has only "
+                         f"{len(model.layers)} layers: use -1 for all of them")
+    if config.fine_tune_type == "full":
+        for layer in model.layers[-max(config.num_layers, 0):]:
+            layer.unfreeze()
+    else:
+        linear_to_lora_layers(model, config.num_layers, lora_dict(config),
+                              use_dora=config.fine_tune_type == "dora")
+
+
+def write_adapter_config(config, adapter_dir: Path, model_path: Path) -> Path:
+    """The adapter_config.json stock `mlx_lm.load(..., adapter_path=)` reads."""
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    cfg = {"model": str(model_path), "fine_tune_type": config.fine_tune_type,
+           "num_layers": config.num_layers,
+           "lora_parameters": None if config.fine_tune_type == "full" else lora_dict(config),
+           "train_mode": config.method, "droidft_method": config.method}
+    path = adapter_dir / "adapter_config.json"
+    path.write_text(json.dumps(cfg, indent=2))
+    return path
+
+
+def load_policy(config, model_path: Path):
+    """Base model + tokenizer (with a chat template), made trainable per the config."""
+    from mlx_lm.utils import load
+    from mlx_lm_lora.chat_template import ensure_chat_template
+
+    model, tokenizer = load(str(model_path))
+    ensure_chat_template(tokenizer)
+    make_trainable(model, config)
+    return model, tokenizer
+
+
+def load_reference(config, model_path: Path, init_weights: str | None = None):
+    """A frozen reference: `reference_model` if set, else the base model, carrying the
+    initial (warm-start) weights so a KL term pulls toward where training started."""
+    from mlx_lm.utils import load
+
+    from ..models import resolve_model
+
+    path = resolve_model(config.reference_model) if config.reference_model else model_path
+    ref, _ = load(str(path))
+    if init_weights and not config.reference_model:
+        make_trainable(ref, config)
+        ref.load_weights(init_weights, strict=False)
+    ref.freeze()
+    ref.eval()
+    return ref
+
+
+def build_optimizer(config):
+    import mlx.optimizers as optim
+    from mlx_lm.tuner.utils import build_schedule
+
+    lr = build_schedule(config.schedule()) if config.schedule() else config.learning_rate
+    classes = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD,
+               "adafactor": optim.Adafactor, "muon": optim.Muon}
+    return classes[config.optimizer](learning_rate=lr, **config.optimizer_config.get(config.optimizer, {}))
+
+
+@contextmanager
+def patched(obj, name: str, value):
+    original = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield original
+    finally:
+        setattr(obj, name, original)
+
+
+@contextmanager
+def cpu_safe_device_info():
+    """mlx-lm-lora's preference trainers call `mx.set_wired_limit(mx.device_info()
+    ["max_recommended_working_set_size"])`, a key only Metal devices have."""
+    import mlx.core as mx
+
+    info = mx.device_info()
+    if "max_recommended_working_set_size" in info:
+        yield
+        return
+    original = mx.device_info
+
+    def device_info():
+        return {**original(), "max_recommended_working_set_size": 0}
+
+    with patched(mx, "device_info", device_info):
+        yield
+
+
+def stop_aware(iterate_batches, ctx: RunContext, on_step):
+    """Wrap a trainer's batch iterator: training batches (`train=True`) are counted, `on_step`
+    runs before each, and a stop request raises `StopTraining` between two steps. Works both
+    for trainers that loop one generator (GRPO) and those that make one per step (DPO...)."""
+    counter = {"it": 0}
+
+    def wrapped(*args, **kwargs):
+        if not kwargs.get("train", False):
+            yield from iterate_batches(*args, **kwargs)
+            return
+        for batch in iterate_batches(*args, **kwargs):
+            counter["it"] += 1
+            on_step(counter["it"])
+            if ctx.should_stop():
+                raise StopTraining(counter["it"] - 1)
+            yield batch
+
+    return wrapped
+
+
+class RLCallback(StoreCallback):
+    """Every number the trainer reports -> metric rows; the best adapter by a chosen
+    validation metric; optional hooks after each train/val report."""
+
+    def __init__(self, ctx: RunContext, model, adapter_config: Path, best_metric: str = "val_loss",
+                 higher_is_better: bool = False, drop: tuple = ()):
+        super().__init__(ctx, model=model, adapter_config=adapter_config)
+        self.best_metric = best_metric
+        self.sign = -1.0 if higher_is_better else 1.0
+        self.drop = set(drop)
+        self.after_train_report = None
+        self.extra_val: dict = {}
+
+    def on_train_loss_report(self, info: dict):
+        super().on_train_loss_report({k: v for k, v in info.items() if k not in self.drop})
+        if self.after_train_report is not None:
+            self.after_train_report(int(info.get("iteration", 0)))
+
+    def on_val_loss_report(self, info: dict):
+        # The trainer validates before step `it`, i.e. the model after it - 1 steps.
+        step = max(0, int(info.get("iteration", 0)) - 1)
+        values = {**info, **{f"val_{k}": v for k, v in self.extra_val.items()}}
+        self.extra_val = {}
+        for key, value in values.items():
+            if key != "iteration" and key not in self.drop:
+                self.ctx.metric(step, key, value)
+        score = values.get(self.best_metric)
+        if score is None or not math.isfinite(float(score)):
+            return
+        score = self.sign * float(score)
+        if step > 0 and self.model is not None and score < self.best_val:
+            self.best_val = score
+            self._save_best(step, self.sign * score)
+            self.ctx.state["best_metric"] = self.best_metric
+
+
+def train_with_store(config, ctx: RunContext, model, model_path: Path, train, patches=()) -> None:
+    """Run `train(iterate_wrapper)` with stop handling, then record checkpoints, the final
+    adapter and the best one. `train` gets a function that wraps a batch iterator."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    save_every = config.save_every
+
+    def on_step(it: int):
+        ctx.state["step"] = it - 1
+        done = it - 1
+        if done > 0 and done % save_every == 0:
+            ckpt = ctx.adapter_dir / f"{done:07d}_adapters.safetensors"
+            if ckpt.exists():
+                ctx.artifact(kind="checkpoint", path=str(ckpt), step=done + ctx.step_offset)
+
+    last = config.iters
+    with ExitStack() as stack:
+        stack.enter_context(cpu_safe_device_info())
+        for obj, name, value in patches:
+            stack.enter_context(patched(obj, name, value))
+        try:
+            train(lambda iterate: stop_aware(iterate, ctx, on_step))
+        except StopTraining as stop:
+            last = stop.done
+            ctx.state["stopped_at"] = last
+            ctx.log(f"stop requested: ending training after step {last}")
+            weights = dict(tree_flatten(model.trainable_parameters()))
+            mx.save_safetensors(str(ctx.adapter_dir / "adapters.safetensors"), weights)
+
+    ckpt = ctx.adapter_dir / f"{last:07d}_adapters.safetensors"
+    if last and last % save_every == 0 and ckpt.exists():
+        ctx.artifact(kind="checkpoint", path=str(ckpt), step=last + ctx.step_offset)
+    ctx.artifact(kind="final_adapter", path=str(ctx.adapter_dir), step=last + ctx.step_offset,
+                 meta={"fine_tune_type": config.fine_tune_type, "base_model": str(model_path),
+                       "method": config.method})
+    if "best" in ctx.state:
+        step, value = ctx.state["best"]
+        ctx.artifact(kind="best_adapter", path=str(ctx.adapter_dir / "best"), step=step,
+                     meta={ctx.state.get("best_metric", "val_loss"): value})
+    ctx.state["iters"] = last
+
+
+def seed_everything(seed: int) -> None:
+    import mlx.core as mx
+    import numpy as np
+
+    mx.random.seed(seed)
+    np.random.seed(seed)
+
+
+def initial_weights(config, ctx: RunContext, model_path: Path) -> tuple[str | None, str | None]:
+    """(weights to start training from, weights the KL reference carries)."""
+    warm = warm_start_file(config, ctx, model_path) if isinstance(config, GRPOConfig) else None
+    if config.resume_adapter_file:
+        return config.resume_adapter_file, warm
+    return warm, warm
+
+
+# -- GRPO ----------------------------------------------------------------------------------
+
+
+def warm_start_file(config: GRPOConfig, ctx: RunContext, model_path: Path) -> str | None:
+    choice = config.warm_start
+    if choice == "none" or (choice == "auto" and not (config.is_demo_data() and config.model == "demo")):
+        return None
+    if choice in ("auto", "demo"):
+        from .. import demo_rl
+
+        return str(demo_rl.warm_start_adapter(config, model_path, log=ctx.log))
+    path = Path(choice).expanduser()
+    return str(path / "adapters.safetensors" if path.is_dir() else path)
+
+
+class RolloutRecorder:
+    """Keeps the latest training rollout (prompts, completions, each reward) for samples."""
+
+    def __init__(self, ctx: RunContext, reward_funcs, weights, per_report: int):
+        self.ctx = ctx
+        self.names = [f.__name__ for f in reward_funcs]
+        self.weights = list(weights) if weights else [1.0] * len(reward_funcs)
+        self.per_report = per_report
+        self.values: dict[str, list] = {}
+        self.in_eval = False
+        self.latest: dict | None = None
+
+    def wrap_reward(self, func):
+        name = func.__name__
+
+        def reward(prompts, completions, answer, types=None):
+            out = func(prompts=prompts, completions=completions, answer=answer, types=types)
+            self.values[name] = list(out) if out is not None else [None] * len(completions)
+            return out
+
+        reward.__name__ = name
+        return reward
+
+    def wrap_rollout(self, original):
+        def rollout_rewards(batch, texts, indices, reward_funcs, reward_weights):
+            self.values = {}
+            advantages, metrics = original(batch, texts, indices, reward_funcs, reward_weights)
+            if not self.in_eval:
+                self.latest = {"prompts": [batch[2][i] for i in indices],
+                               "answers": [batch[3][i] for i in indices],
+                               "groups": list(indices), "texts": list(texts),
+                               "rewards": dict(self.values), "advantages": advantages}
+            return advantages, metrics
+
+        return rollout_rewards
+
+    def wrap_evaluate(self, original, callback: RLCallback):
+        def evaluate_grpo(*args, **kwargs):
+            self.in_eval = True
+            try:
+                loss, ntokens, metrics = original(*args, **kwargs)
+            finally:
+                self.in_eval = False
+            callback.extra_val = dict(metrics)
+            return loss, ntokens, metrics
+
+        return evaluate_grpo
+
+    def total(self, i: int) -> float:
+        total = 0.0
+        for name, weight in zip(self.names, self.weights):
+            value = self.values_of(name)[i]
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                total += weight * float(value)
+        return total
+
+    def values_of(self, name: str) -> list:
+        return self.latest["rewards"].get(name) or [None] * len(self.latest["texts"])
+
+    def write_samples(self, step: int) -> None:
+        latest = self.latest
+        if not latest or self.per_report <= 0:
+            return
+        # Spread the picks over the groups: first completion of each group, then second, ...
+        by_group: dict[int, list[int]] = {}
+        for i, g in enumerate(latest["groups"]):
+            by_group.setdefault(g, []).append(i)
+        order, depth = [], 0
+        while len(order) < min(self.per_report, len(latest["texts"])):
+            for members in by_group.values():
+                if depth < len(members) and len(order) < self.per_report:
+                    order.append(members[depth])
+            depth += 1
+        try:
+            advantages = latest["advantages"].tolist()
+        except AttributeError:
+            advantages = [None] * len(latest["texts"])
+        for i in order:
+            meta = {"answer": latest["answers"][i], "group": int(latest["groups"][i]),
+                    "advantage": advantages[i],
+                    "rewards": {n: _plain(self.values_of(n)[i]) for n in self.names}}
+            self.ctx.writer.sample(step + self.ctx.step_offset, latest["prompts"][i],
+                                   latest["texts"][i], self.total(i), meta)
+
+
+def _plain(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def grpo_datasets(config: GRPOConfig, data_dir: Path, tokenizer):
+    from mlx_lm_lora.trainer.datasets import CacheDataset, create_dataset
+
+    spec = types.SimpleNamespace(train_mode="grpo")
+
+    def build(name: str):
+        rows = read_jsonl(data_dir / f"{name}.jsonl")
+        if not rows:
+            return None
+        if config.system_prompt is not None:
+            rows = [r if "system" in r else {**r, "system": config.system_prompt} for r in rows]
+        return CacheDataset(create_dataset(rows, tokenizer, spec))
+
+    train_set, valid_set = build("train"), build("valid")
+    if train_set is None or len(train_set) < config.batch_size:
+        raise ValueError(f"{data_dir}/train.jsonl has {0 if train_set is None else len(train_set)} rows "
+                         f"but batch_size is {config.batch_size}: add rows or lower batch_size")
+    if valid_set is not None and len(valid_set) < config.batch_size:
+        raise ValueError(f"{data_dir}/valid.jsonl has {len(valid_set)} rows but batch_size is "
+                         f"{config.batch_size}: add rows or lower batch_size")
+    return train_set, valid_set
+
+
+def run_grpo(config: GRPOConfig, ctx: RunContext) -> None:
+    from mlx_lm_lora.trainer import grpo_trainer as gt
+
+    from .sft import model_for
+
+    data_dir = resolve_data(config)
+    model_path = model_for(config)
+    seed_everything(config.seed)
+    reward_funcs = rewards.resolve(config.reward_functions, config.reward_file,
+                                   demo_data=config.is_demo_data())
+    ctx.log(f"{config.method}: model {model_path}, data {data_dir}, {config.iters} iterations, "
+            f"{config.fine_tune_type}, group {config.group_size}, loss {config.grpo_loss_type}, "
+            f"importance sampling {config.importance_sampling_level}, rewards "
+            + ", ".join(f.__name__ for f in reward_funcs))
+
+    model, tokenizer = load_policy(config, model_path)
+    start_from, reference_weights = initial_weights(config, ctx, model_path)
+    if start_from:
+        ctx.log(f"starting from adapter weights {start_from}")
+        model.load_weights(start_from, strict=False)
+    ref_model = None
+    if config.beta != 0:
+        ref_model = load_reference(config, model_path, reference_weights)
+    adapter_config = write_adapter_config(config, ctx.adapter_dir, model_path)
+    train_set, valid_set = grpo_datasets(config, data_dir, tokenizer)
+    optimizer = build_optimizer(config)
+
+    callback = RLCallback(ctx, model, adapter_config, best_metric="val_total_rewards_mean",
+                          higher_is_better=True)
+    recorder = RolloutRecorder(ctx, reward_funcs, config.reward_weights, config.samples_per_report)
+    callback.after_train_report = recorder.write_samples
+    args = gt.GRPOTrainingArgs(
+        batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
+        steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
+        steps_per_save=config.save_every, adapter_file=str(ctx.adapter_dir / "adapters.safetensors"),
+        max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
+        gradient_accumulation_steps=config.grad_accumulation_steps,
+        group_size=config.group_size, beta=config.beta, epsilon=config.epsilon,
+        epsilon_high=config.epsilon_high, max_completion_length=config.max_completion_length,
+        reference_model_path=config.reference_model, temperature=config.temperature,
+        top_p=config.top_p, top_k=config.top_k, min_p=config.min_p,
+        grpo_loss_type=config.grpo_loss_type, reward_weights=config.reward_weights,
+        importance_sampling_level=config.importance_sampling_level,
+    )
+
+    def train(wrap):
+        gt.train_grpo(
+            model=model, ref_model=ref_model, tokenizer=tokenizer, optimizer=optimizer,
+            train_dataset=train_set, val_dataset=valid_set,
+            reward_funcs=[recorder.wrap_reward(f) for f in reward_funcs], args=args,
+            iterate_batches=wrap(gt.iterate_grpo_batches), training_callback=callback,
+            end_answer_token=config.end_answer_token,
+        )
+
+    patches = [(gt, "_rollout_rewards", recorder.wrap_rollout(gt._rollout_rewards)),
+               (gt, "evaluate_grpo", recorder.wrap_evaluate(gt.evaluate_grpo, callback))]
+    train_with_store(config, ctx, model, model_path, train, patches)
+
+
+for _cls, _desc in (
+    (GRPOConfig, "GRPO: group-relative policy optimisation with reward functions (mlx-lm-lora)."),
+    (DrGRPOConfig, "Dr.GRPO: GRPO without the length bias (constant loss normalisation)."),
+    (BNPOConfig, "BNPO: GRPO with the loss averaged over all completion tokens of the batch."),
+    (GSPOConfig, "GSPO: GRPO with sequence-level importance sampling."),
+    (DAPOConfig, "DAPO-style: clip-higher (epsilon_high), token-level loss, no KL term."),
+):
+    register(Method(name=_cls.method, family="grpo", config_class=_cls, run=run_grpo,
+                    description=_desc))
