@@ -26,7 +26,6 @@ import math
 import os
 import random
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -350,6 +349,8 @@ def resolve_dataset(data: str | os.PathLike, method: str | None = None) -> Path:
                     sample_data(m, target)
         return target
     raw = str(data).strip() if isinstance(data, str) else data
+    if "\x00" in str(raw):
+        raise DataError(f"{str(data)!r} is not a usable path (it contains a NUL character)")
     p = Path(raw).expanduser()
     try:
         exists = p.exists()
@@ -679,6 +680,10 @@ def _check_row(row: dict, fmt: str, method: str, f: Features, mask_prompt: bool)
         _check_string(row, f.prompt, out, empty_note=" (GRPO needs a question to generate answers for)")
         _check_string(row, f.answer, out, allow_numbers=True,
                       empty_note=" (the reward functions compare generations against it)")
+        a = row[f.answer]
+        if isinstance(a, float) and math.isfinite(a):
+            out.append(("warning", f"'{f.answer}' is the number {a!r}, which the trainer turns into "
+                        f"the text {str(a)!r}; rewards compare text exactly, so write it as a string"))
         if f.system in row:
             _check_string(row, f.system, out)
     elif fmt == "preference":
@@ -943,7 +948,7 @@ def validate_dataset(
     for split, fmt in formats.items():
         if split != "train" and fmt and train_fmt and fmt != train_fmt:
             col.add(files[split].name, None, (
-                f"uses {FORMAT_LABELS[fmt]} rows while train.jsonl uses {FORMAT_LABELS[train_fmt]}; "
+                f"uses {FORMAT_LABELS[fmt]} rows while train.jsonl uses {FORMAT_LABELS[train_fmt]} rows; "
                 "the numbers will not be comparable"
             ), level="warning", force=True)
     if batch_size:
@@ -1216,7 +1221,9 @@ def token_stats(
 def _atomic_write_lines(path: Path, rows: list[dict]) -> None:
     """Write JSON Lines via a temp file + rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # os.open with 0o666 honours the umask (mkstemp would leave the file owner-only).
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{random.getrandbits(40):x}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             for row in rows:
