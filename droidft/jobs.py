@@ -32,12 +32,13 @@ class RunError(ValueError):
 
 
 def _check_data(config) -> Path:
-    data_dir = datasets.resolve_dataset(config.data)
-    report = datasets.validate_dataset(data_dir, method=config.method)
-    errors = [p for p in report.problems if getattr(p, "level", "error") == "error"]
-    if errors:
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise datasets.DataError("; ".join(str(p) for p in errors[:5]) + more)
+    data_dir = datasets.resolve_dataset(config.data, method=config.method)
+    report = datasets.validate_dataset(
+        data_dir, method=config.method, mask_prompt=getattr(config, "mask_prompt", False),
+        batch_size=getattr(config, "batch_size", None))
+    if report.errors:
+        more = f" (and {len(report.errors) - 5} more)" if len(report.errors) > 5 else ""
+        raise datasets.DataError("; ".join(str(p) for p in report.errors[:5]) + more)
     return data_dir
 
 

@@ -46,11 +46,7 @@ def run(config: SFTConfig, ctx: RunContext) -> None:
     from mlx_lm.tuner.datasets import load_dataset
     from mlx_lm.utils import load
 
-    data_dir = datasets.resolve_dataset(config.data)
-    report = datasets.validate_dataset(data_dir, method="sft")
-    if not report.ok:
-        errors = [str(p) for p in report.problems if getattr(p, "level", "error") == "error"]
-        raise ValueError("dataset problems: " + "; ".join(errors[:10]))
+    data_dir = datasets.resolve_dataset(config.data, method="sft")
     model_path = model_for(config)
     iters = config.iters
     ctx.log(f"model {model_path}, data {data_dir}, {iters} iterations, {config.fine_tune_type}")
