@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         mp.set_defaults(func=cmd_train)
     from .cli_rl import add_commands as add_rl_commands
     add_rl_commands(sub)
+    from . import cli_tools
+    cli_tools.add_commands(sub)
 
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--json", action="store_true")
