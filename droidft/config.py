@@ -96,6 +96,12 @@ class BaseConfig:
     resume_adapter_file: str | None = None
     start_step: int = 0  # a resumed run continues its parent's step count
     blas: str = "auto"  # auto | openblas | reference (Linux only; macOS uses Metal)
+    # Data-parallel training through `mlx.launch` (rank 0 must run on this machine: it
+    # writes the store). batch_size stays the global batch, split evenly over ranks.
+    hosts: list[str] | None = None  # e.g. ["127.0.0.1", "10.0.0.7"]; None = this machine only
+    hostfile: str | None = None  # an mlx.launch hostfile (JSON), instead of hosts
+    ranks_per_host: int = 1
+    distributed_backend: str = "ring"  # ring (TCP) | mpi
 
     # -- construction -------------------------------------------------------------
 
@@ -175,6 +181,41 @@ class BaseConfig:
         if self.blas not in ("auto", "openblas", "reference"):
             out.append(f"blas must be auto, openblas or reference (got {self.blas!r})")
         _positive_int(out, "start_step", self.start_step, minimum=0)
+        out += self.distributed_problems()
+        return out
+
+    # -- distributed ------------------------------------------------------------------
+
+    def world_size(self) -> int:
+        """How many ranks train this run (1 = in-process, no mlx.launch)."""
+        if self.hostfile:
+            try:
+                import json
+
+                return max(1, len(json.loads(Path(self.hostfile).read_text()))) * self.ranks_per_host
+            except (OSError, ValueError, TypeError):
+                return 1
+        return len(self.hosts or ["127.0.0.1"]) * self.ranks_per_host
+
+    def distributed_problems(self) -> list[str]:
+        out: list[str] = []
+        _positive_int(out, "ranks_per_host", self.ranks_per_host)
+        if self.distributed_backend not in ("ring", "mpi"):
+            out.append(f"distributed_backend must be ring or mpi (got {self.distributed_backend!r})")
+        if self.hosts is not None and (
+            not isinstance(self.hosts, list) or not self.hosts
+            or not all(isinstance(h, str) and h.strip() for h in self.hosts)
+        ):
+            out.append("hosts must be a list of host names or IP addresses, e.g. ['127.0.0.1', '10.0.0.7']")
+        if self.hosts and self.hostfile:
+            out.append("give hosts or a hostfile, not both")
+        if self.hostfile and not Path(self.hostfile).is_file():
+            out.append(f"hostfile not found: {self.hostfile}")
+        batch = getattr(self, "batch_size", None)
+        ranks = self.world_size() if not out else 1
+        if isinstance(batch, int) and ranks > 1 and batch % ranks:
+            out.append(f"batch_size ({batch}) must be divisible by the number of ranks ({ranks}): "
+                       f"each rank trains batch_size / ranks rows per step")
         return out
 
     def validate(self) -> "BaseConfig":

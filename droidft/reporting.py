@@ -26,6 +26,8 @@ class RunContext:
     log: Callable[[str], None]
     should_stop: Callable[[], bool]
     step_offset: int = 0  # a resumed run continues its parent's step numbers
+    rank: int = 0  # under mlx.launch only rank 0 writes metrics, artifacts and files
+    world_size: int = 1
     state: dict = field(default_factory=dict)  # last step seen, best val loss, ...
 
     @property
@@ -42,8 +44,20 @@ class RunContext:
         self.writer.metric(step + self.step_offset, name, value)
         self.writer.maybe_flush()
 
-    def artifact(self, *, kind: str, path: str, step: int | None = None, meta: dict | None = None) -> str:
+    def artifact(self, *, kind: str, path: str, step: int | None = None, meta: dict | None = None):
+        if self.rank != 0:
+            return None
         return store.add_artifact(kind=kind, path=path, run_id=self.run_id, step=step, meta=meta)
+
+    def stop_now(self) -> bool:
+        """Should training end? Under mlx.launch every rank must agree, or the others
+        would wait forever in the next gradient all-reduce: any rank's request counts."""
+        local = bool(self.should_stop())
+        if self.world_size > 1:
+            import mlx.core as mx
+
+            return mx.distributed.all_sum(mx.array(int(local)), stream=mx.cpu).item() > 0
+        return local
 
 
 TRAIN_KEYS = {
@@ -69,6 +83,10 @@ class StoreCallback(TrainingCallback):
             if key == "iteration":
                 continue
             self.ctx.metric(step, TRAIN_KEYS.get(key, key), value)
+        if self.ctx.world_size > 1 and "tokens_per_second" in info:
+            # the trainer's tokens/s is summed over ranks; the per-rank mean beside it
+            self.ctx.metric(step, "tokens_per_second_per_rank",
+                            info["tokens_per_second"] / self.ctx.world_size)
 
     def on_val_loss_report(self, info: dict):
         step = int(info.get("iteration", 0))
@@ -76,7 +94,7 @@ class StoreCallback(TrainingCallback):
         self.ctx.metric(step, "val_loss", val_loss)
         if "val_time" in info:
             self.ctx.metric(step, "val_time", info["val_time"])
-        if step > 0 and self.model is not None and val_loss < self.best_val:
+        if step > 0 and self.model is not None and val_loss < self.best_val and self.ctx.rank == 0:
             self.best_val = val_loss
             self._save_best(step, val_loss)
 
@@ -111,7 +129,7 @@ def stoppable(iterate_batches: Callable, ctx: RunContext, on_step: Callable[[int
             it += 1
             if on_step is not None:
                 on_step(it)
-            if ctx.should_stop():
+            if ctx.stop_now():
                 ctx.log(f"stop requested: ending training after step {it - 1}")
                 ctx.state["stopped_at"] = it - 1
                 return

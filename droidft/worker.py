@@ -77,7 +77,12 @@ def run(run_id: str) -> str:
     try:
         config = methods.config_from_dict(record["config"])
         ctx.step_offset = config.start_step
-        methods.get(config.method).run(config.validate(), ctx)
+        if config.world_size() > 1:
+            from .distributed import lead
+
+            lead(config.validate(), ctx)
+        else:
+            methods.get(config.method).run(config.validate(), ctx)
         status = "stopped" if ctx.should_stop() else "completed"
         log(f"run {status} at step {ctx.state.get('stopped_at', ctx.state.get('iters', '?'))}")
     except BaseException as exc:  # the run must end with a status, whatever happened
@@ -97,8 +102,12 @@ def run(run_id: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "--rank":
+        from .distributed import run_rank
+
+        return run_rank(argv[1])
     if len(argv) != 1:
-        print("usage: python -m droidft.worker RUN_ID", file=sys.stderr)
+        print("usage: python -m droidft.worker [--rank] RUN_ID", file=sys.stderr)
         return 2
     return 0 if run(argv[0]) in ("completed", "stopped") else 1
 

@@ -12,6 +12,8 @@ import types
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from .. import data as datasets
 from ..config import SFTConfig
 from ..models import quantized_copy, resolve_model
@@ -51,6 +53,7 @@ def run(config: SFTConfig, ctx: RunContext) -> None:
     iters = config.iters
     ctx.log(f"model {model_path}, data {data_dir}, {iters} iterations, {config.fine_tune_type}")
 
+    np.random.seed(config.seed)  # batch order, as stock mlx_lm lora does (and equal on every rank)
     args = types.SimpleNamespace(**config.mlx_lm_args(str(model_path), str(data_dir), str(ctx.adapter_dir)))
     model, tokenizer = load(str(model_path))
     train_set, valid_set, _ = load_dataset(args, tokenizer)

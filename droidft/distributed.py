@@ -1,0 +1,163 @@
+"""Data-parallel training across ranks, driven through MLX's own launcher.
+
+droidft does not build a distributed engine: `mlx.launch` starts one process per
+rank (ring backend over TCP, or MPI), mlx-lm's trainer averages gradients over
+them, and every rank runs the same method code. The run's worker becomes the
+*leader*: it starts `mlx.launch`, keeps the heartbeat, turns a stop request into
+a STOP file that the ranks agree on collectively, and ends the run from the
+launcher's exit code. Rank 0 alone writes metrics, artifacts and adapters; other
+ranks log to their own files (`rank<N>.log`), which the run's log tail includes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import blas, paths, store
+
+LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _ip(host: str) -> str:
+    """The ring backend needs IP addresses; resolve a host name once here."""
+    if host in LOCAL_NAMES:
+        return "127.0.0.1"
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        raise ValueError(f"cannot resolve host '{host}': use its IP address") from None
+
+
+def launch_command(config, run_id: str) -> list[str]:
+    """The `mlx.launch` command line that trains `run_id` on the config's ranks."""
+    env, _ = blas.worker_env(config.blas)
+    per_host_threads = max(1, (os.cpu_count() or 1) // config.ranks_per_host)
+    passed = {
+        "DROIDFT_HOME": str(paths.home()),
+        "DROIDFT_RUN_CONFIG": json.dumps(config.to_dict()),
+        "PYTHONPATH": str(paths.REPO_ROOT),
+        "OPENBLAS_NUM_THREADS": str(per_host_threads),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if env.get("LD_PRELOAD"):
+        passed["LD_PRELOAD"] = env["LD_PRELOAD"]
+    launcher = Path(sys.executable).parent / "mlx.launch"
+    cmd = [str(launcher)] if launcher.exists() else [
+        sys.executable, "-c", "import sys; from mlx._distributed_utils.launch import main; sys.exit(main())"]
+    cmd += ["--backend", config.distributed_backend, "--python", sys.executable,
+            "--cwd", str(paths.REPO_ROOT)]
+    if config.hostfile:
+        cmd += ["--hostfile", config.hostfile]
+    else:
+        hosts = config.hosts or ["127.0.0.1"]
+        if config.distributed_backend == "ring":
+            hosts = [_ip(h) for h in hosts]
+        cmd += ["--hosts", ",".join(hosts)]
+    cmd += ["-n", str(config.ranks_per_host)]
+    for key, value in passed.items():
+        cmd += ["--env", f"{key}={value}"]
+    return cmd + ["--", "-m", "droidft.worker", "--rank", run_id]
+
+
+def lead(config, ctx) -> None:
+    """Run the ranks under mlx.launch and wait; raise if any rank failed."""
+    from . import methods
+
+    method = methods.get(config.method)
+    if not method.distributed:
+        raise ValueError(f"{config.method} cannot train data-parallel (mlx-lm-lora's trainer for it does "
+                         "not average gradients over ranks); train it on one machine")
+    ranks = config.world_size()
+    ctx.log(f"starting {ranks} ranks with mlx.launch ({config.distributed_backend} backend), "
+            f"{config.batch_size // ranks} rows per rank per step (global batch {config.batch_size})")
+    cmd = launch_command(config, ctx.run_id)
+    (ctx.run_dir / "launch.sh").write_text(shlex.join(cmd) + "\n")
+    with open(ctx.run_dir / "ranks.log", "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=str(paths.REPO_ROOT))
+    stop_file = ctx.run_dir / "STOP"
+
+    def forward_stop():
+        while proc.poll() is None:
+            if ctx.should_stop() and not stop_file.exists():
+                stop_file.touch()
+            time.sleep(0.2)
+
+    threading.Thread(target=forward_stop, daemon=True).start()
+    code = proc.wait()
+    if code != 0:
+        tail = _tail(ctx.run_dir / "ranks.log")
+        raise RuntimeError(f"a rank failed (mlx.launch exit code {code}); the other ranks were stopped.\n{tail}")
+    result = ctx.run_dir / "rank0.json"
+    if result.exists():
+        ctx.state.update(json.loads(result.read_text()))
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+
+
+class _NullWriter:
+    """What ranks other than 0 report into: nothing (rank 0 speaks for the run)."""
+
+    def metric(self, *args, **kwargs):
+        pass
+
+    event = sample = metric
+
+    def maybe_flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def run_rank(run_id: str) -> int:
+    """One rank's process under mlx.launch: the same method code as a local run."""
+    import mlx.core as mx
+
+    from . import methods
+    from .reporting import RunContext
+    from .worker import STOP_FILE, make_logger
+
+    group = mx.distributed.init()
+    rank, size = group.rank(), group.size()
+    config = methods.config_from_dict(json.loads(os.environ["DROIDFT_RUN_CONFIG"]))
+    run_dir = paths.run_dir(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    writer = store.BatchWriter(run_id) if rank == 0 else _NullWriter()
+    if rank == 0:
+        writer.start_background()
+    log = make_logger(run_dir / f"rank{rank}.log", writer)
+    stop_file = run_dir / STOP_FILE
+    ctx = RunContext(run_id=run_id, run_dir=run_dir, writer=writer, log=log,
+                     should_stop=stop_file.exists, step_offset=config.start_step,
+                     rank=rank, world_size=size)
+    log(f"rank {rank}/{size} on {socket.gethostname()} (pid {os.getpid()}, BLAS {blas.blas_in_use()})")
+    try:
+        if rank == 0:
+            ctx.metric(0, "world_size", size)
+            ctx.metric(0, "effective_batch_size", config.batch_size)
+            ctx.metric(0, "per_rank_batch_size", config.batch_size // size)
+        methods.get(config.method).run(config, ctx)
+        if rank == 0:
+            (run_dir / "rank0.json").write_text(json.dumps(
+                {k: v for k, v in ctx.state.items() if isinstance(v, (int, float, str))}))
+        return 0
+    except BaseException as exc:
+        log(f"rank {rank} failed: {type(exc).__name__}: {exc}", level="error")
+        raise
+    finally:
+        writer.close()
