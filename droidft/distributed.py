@@ -78,6 +78,8 @@ def lead(config, ctx) -> None:
     ranks = config.world_size()
     ctx.log(f"starting {ranks} ranks with mlx.launch ({config.distributed_backend} backend), "
             f"{config.batch_size // ranks} rows per rank per step (global batch {config.batch_size})")
+    result = ctx.run_dir / "rank0.json"
+    result.unlink(missing_ok=True)
     cmd = launch_command(config, ctx.run_id)
     (ctx.run_dir / "launch.sh").write_text(shlex.join(cmd) + "\n")
     with open(ctx.run_dir / "ranks.log", "ab") as out:
@@ -93,12 +95,12 @@ def lead(config, ctx) -> None:
 
     threading.Thread(target=forward_stop, daemon=True).start()
     code = proc.wait()
-    if code != 0:
-        tail = _tail(ctx.run_dir / "ranks.log")
-        raise RuntimeError(f"a rank failed (mlx.launch exit code {code}); the other ranks were stopped.\n{tail}")
-    result = ctx.run_dir / "rank0.json"
-    if result.exists():
-        ctx.state.update(json.loads(result.read_text()))
+    # mlx.launch exits 0 even when ranks fail, so success is rank 0's own word: it writes
+    # rank0.json only after training ended well (a dead peer makes rank 0's all-reduce fail).
+    if code != 0 or not result.exists():
+        raise RuntimeError(f"a rank failed (mlx.launch exit code {code}); the run was ended on every rank.\n"
+                           + _tail(ctx.run_dir / "ranks.log"))
+    ctx.state.update(json.loads(result.read_text()))
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -121,7 +121,7 @@ def pid_alive(pid: int | None, run_id: str | None = None) -> bool:
 def log_tail(run_id: str, lines: int = 20) -> str:
     """The last lines the worker wrote (its own log, then the trainer's stdout)."""
     out = []
-    for name in ("worker.log", "stdout.log"):
+    for name in ("worker.log", "stdout.log", "ranks.log"):
         path = paths.run_dir(run_id) / name
         if path.exists():
             with open(path, "rb") as fh:
