@@ -1,7 +1,9 @@
 """droidft dashboard: `streamlit run app/Home.py`.
 
 The entry point only sets up the page and the navigation; every page is a thin file in
-app/pages/ that calls the droidft engine.
+app/views/ that calls the droidft engine.
+(Not `pages/`: Streamlit treats a `pages/` folder as the old directory-based navigation
+and, on a freshly started server, runs a deep-linked page without this script.)
 """
 
 import streamlit as st

@@ -21,15 +21,15 @@ log = logging.getLogger("droidft.app")
 
 # page key -> (file relative to app/Home.py, title, icon)
 PAGES = {
-    "home": ("pages/home.py", "Home", ":material/home:"),
-    "data": ("pages/data.py", "Data", ":material/dataset:"),
-    "sft": ("pages/sft_setup.py", "SFT setup", ":material/tune:"),
-    "rl": ("pages/rl_setup.py", "RL setup", ":material/psychology:"),
-    "monitor": ("pages/monitor.py", "Monitor", ":material/monitoring:"),
-    "sessions": ("pages/sessions.py", "Sessions", ":material/history:"),
-    "compare": ("pages/compare.py", "Compare", ":material/compare:"),
-    "fusion": ("pages/fusion.py", "Fusion", ":material/merge:"),
-    "evaluate": ("pages/evaluate.py", "Evaluate", ":material/fact_check:"),
+    "home": ("views/home.py", "Home", ":material/home:"),
+    "data": ("views/data.py", "Data", ":material/dataset:"),
+    "sft": ("views/sft_setup.py", "SFT setup", ":material/tune:"),
+    "rl": ("views/rl_setup.py", "RL setup", ":material/psychology:"),
+    "monitor": ("views/monitor.py", "Monitor", ":material/monitoring:"),
+    "sessions": ("views/sessions.py", "Sessions", ":material/history:"),
+    "compare": ("views/compare.py", "Compare", ":material/compare:"),
+    "fusion": ("views/fusion.py", "Fusion", ":material/merge:"),
+    "evaluate": ("views/evaluate.py", "Evaluate", ":material/fact_check:"),
 }
 
 POLL_SECONDS = 1.0  # the Monitor's refresh period (the worker flushes about once a second)
@@ -163,8 +163,15 @@ def status_badge(status: str | None) -> None:
 
 
 def run_label(run: dict) -> str:
-    return (f"{us.STATUS_ICONS.get(run.get('status'), '')} {run.get('name') or run['id']} "
-            f"· {us.fmt_ago(run.get('created_at'))}")
+    """Plain text (for select boxes): name · status · age."""
+    return f"{run.get('name') or run['id']} · {run.get('status')} · {us.fmt_ago(run.get('created_at'))}"
+
+
+def run_line(run: dict) -> str:
+    """Markdown with a status icon (for lists)."""
+    color = us.STATUS_COLORS.get(run.get("status") or "", "gray")
+    return (f"{us.STATUS_ICONS.get(run.get('status'), '')} **{run.get('name') or run['id']}** "
+            f":{color}[{run.get('status')}] · {us.fmt_ago(run.get('created_at'))}")
 
 
 def page_setup(title: str, caption: str | None = None) -> None:

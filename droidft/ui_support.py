@@ -78,7 +78,10 @@ def fmt_device(device) -> str:
     return {"gpu": "GPU (Metal)", "cpu": "CPU"}.get(text, text)
 
 
-STATUS_ICONS = {"queued": "⏳", "running": "🏃", "completed": "✅", "stopped": "⏹️", "failed": "❌"}
+# Streamlit material icons (render everywhere, unlike emoji on machines without an emoji font)
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/directions_run:",
+                "completed": ":material/check_circle:", "stopped": ":material/stop_circle:",
+                "failed": ":material/error:"}
 STATUS_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
                  "failed": "red"}
 
@@ -739,8 +742,8 @@ def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
         dkey = "data:" + data
         node(dkey, "dataset\n" + Path(data).name, "#fef3c7")
         rkey = "run:" + run["id"]
-        icon = STATUS_ICONS.get(run.get("status"), "")
-        node(rkey, f"{icon} {run.get('name') or run['id']}\n{run.get('method', '')}", "#dbeafe")
+        node(rkey, f"{run.get('name') or run['id']}\n{run.get('method', '')} · {run.get('status', '')}",
+             "#fee2e2" if run.get("status") == "failed" else "#dbeafe")
         edge(dkey, rkey)
         if run.get("parent_id") and run["parent_id"] in run_ids:
             edge("run:" + run["parent_id"], rkey, "dashed")
@@ -761,9 +764,15 @@ def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
                 meta = json.loads(meta)
             except ValueError:
                 meta = {}
-        for src in meta.get("sources") or meta.get("adapters") or []:
-            src = src.get("path") if isinstance(src, dict) else src
-            key = adapter_of.get(str(src)) or adapter_of.get(str(Path(str(src)).parent))
+        for src in meta.get("inputs") or meta.get("sources") or []:
+            key = None
+            if isinstance(src, dict):
+                if src.get("run_id") in run_ids:
+                    key = adapter_of.get(str(next((r.get("adapter_path") for r in runs
+                                                   if r["id"] == src["run_id"]), None)))
+                    key = key or "run:" + src["run_id"]
+                src = src.get("path")
+            key = key or adapter_of.get(str(src)) or adapter_of.get(str(Path(str(src)).parent))
             if key:
                 edge(key, fkey)
     for ev in evaluations or []:
@@ -860,7 +869,7 @@ def runs_table(summaries):
 
     view = pd.DataFrame({
         "id": summaries["id"],
-        "status": summaries["status"].map(lambda s: f"{STATUS_ICONS.get(s, '')} {s}"),
+        "status": summaries["status"],
         "name": summaries["name"].fillna(summaries["id"]),
         "method": summaries["method"],
         "model": summaries["model"].fillna("").map(lambda p: Path(p).name if p else ""),
@@ -920,16 +929,21 @@ def list_datasets() -> list[dict]:
     return out
 
 
-def new_dataset_dir(name: str) -> Path:
-    """A fresh folder for a dataset called `name` (made safe; -2, -3... when taken)."""
+def unique_path(root: Path, name: str, default: str = "output") -> Path:
+    """root/<name made safe>, with -2, -3... appended while that exists (not created)."""
     from .data import safe_filename
 
-    base = safe_filename(name or "dataset", default="dataset").replace(".", "_")
-    root = datasets_dir()
-    path, n = root / base, 2
-    while path.exists() and any(path.iterdir()):
-        path, n = root / f"{base}-{n}", n + 1
-    path.mkdir(parents=True, exist_ok=True)
+    base = safe_filename(name or default, default=default).replace(".", "_")
+    path, n = Path(root) / base, 2
+    while path.exists():
+        path, n = Path(root) / f"{base}-{n}", n + 1
+    return path
+
+
+def new_dataset_dir(name: str) -> Path:
+    """A fresh, empty folder for a dataset called `name`."""
+    path = unique_path(datasets_dir(), name, default="dataset")
+    path.mkdir(parents=True)
     return path
 
 
@@ -976,3 +990,55 @@ def measured_tokens_per_s(model_path: str, limit: int = 5) -> float | None:
     if frame is None or len(frame) == 0:
         return None
     return float(frame["value"].median())
+
+
+# ---------------------------------------------------------------------------------------
+# what Compare, Fusion and Evaluate offer
+
+
+# A question in the style of the demo data: the demo fine-tune visibly changes its answer.
+DEMO_PROMPT = "How many letters are in the word 'garden'?"
+
+
+def adapter_choices(runs: list[dict], fused: list[dict] | None = None) -> list[dict]:
+    """Adapters to pick from: runs that saved one (newest first), then fused adapters and fused
+    models. Each: {key, label, kind: adapter | model, value (run id or path), base, run_id}."""
+    out = []
+    for run in sorted(runs, key=lambda r: r.get("created_at") or 0, reverse=True):
+        if not run.get("adapter_path"):
+            continue
+        label = f"{run.get('name') or run['id']} · {run.get('method', '')} · {run['id'][-4:]}"
+        out.append({"key": f"run:{run['id']}", "label": label, "kind": "adapter", "value": run["id"],
+                    "base": run.get("model"), "run_id": run["id"], "path": run["adapter_path"]})
+    for art in reversed(fused or []):
+        meta = art.get("meta") if isinstance(art.get("meta"), dict) else {}
+        kind = "model" if art.get("kind") == "fused_model" else "adapter"
+        names = " + ".join(str(i.get("name", "?"))[-12:] for i in meta.get("inputs") or [])
+        label = f"fused {kind} {Path(str(art['path'])).name}" + (f" ({names})" if names else "")
+        out.append({"key": f"fused:{art['path']}", "label": label, "kind": kind, "value": str(art["path"]),
+                    "base": meta.get("base_model"), "run_id": None, "path": str(art["path"])})
+    return out
+
+
+def same_base(choice: dict, model_path: str | None) -> bool:
+    """Whether an adapter choice was trained on this base model (unknown bases pass)."""
+    if not model_path or not choice.get("base"):
+        return True
+    try:
+        return Path(str(choice["base"])).resolve() == Path(str(model_path)).resolve()
+    except OSError:
+        return str(choice["base"]) == str(model_path)
+
+
+def weight_table_frame(table: list[list[float]], labels: list[str]):
+    """A per-layer weight table (rows = layers) as a long frame for a chart."""
+    import pandas as pd
+
+    rows = [{"layer": i, "adapter": labels[j], "weight": w} for i, row in enumerate(table)
+            for j, w in enumerate(row)]
+    return pd.DataFrame(rows)
+
+
+def normalized(weights: list[float]) -> list[float]:
+    total = sum(weights)
+    return [w / total for w in weights] if total else weights

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from common import attempt, call, empty, goto, link, machine, run_label, status_text
+from common import attempt, call, empty, goto, link, machine, run_line, status_text
 from droidft import jobs
 from droidft import ui_support as us
 
@@ -48,7 +48,7 @@ with col_runs:
         empty("No runs yet. Start the demo above, or set up your own run.", "sft", "Set up a fine-tune")
     for run in recent[:5]:
         cols = st.columns([5, 2])
-        cols[0].markdown(run_label(run))
+        cols[0].markdown(run_line(run))
         with cols[1]:
             link("monitor", "Open", run=run["id"])
     if len(recent) > 5:

@@ -1,8 +1,106 @@
-"""rl_setup (placeholder until its engine lands)."""
+"""RL setup: GRPO / GSPO / Dr.GRPO / DAPO and DPO / ORPO / CPO. The form is built from the
+selected method's config dataclass, so every method the engine registers gets one."""
 
 import streamlit as st
 
-from common import coming
+from common import attempt, call, goto, link, lora_keys, model_label, models
+from forms import config_form, data_picker, init_state, model_picker
+from droidft import jobs, methods
+from droidft import ui_support as us
 
-st.title("Rl_setup")
-coming("This page", "Meanwhile, train and watch runs from Home, SFT setup and Monitor.")
+st.title("RL and preference training")
+st.caption("Reinforcement learning from rewards (GRPO family) or from preferred/rejected answer "
+           "pairs (DPO, ORPO, CPO). Usually run after a supervised fine-tune.")
+
+available = [m for m in (call(methods.available, doing="list the training methods", default=[]) or [])
+             if m.family != "sft"]
+if not available:
+    st.info("No RL or preference methods are installed yet. Meanwhile, a supervised fine-tune "
+            "gets most of the way.", icon=":material/lightbulb:")
+    link("sft", "Set up a supervised fine-tune")
+    st.stop()
+
+names = [m.name for m in available]
+wanted = st.query_params.get("method")
+if wanted in names and "rl.method" not in st.session_state:
+    st.session_state["rl.method"] = wanted
+method_name = st.segmented_control("Method", names, key="rl.method", default=names[0], required=True,
+                                   format_func=lambda n: n.upper().replace("DR_GRPO", "Dr.GRPO"))
+method = next(m for m in available if m.name == (method_name or names[0]))
+st.caption(f"**{method.name.upper()}** · {method.description or method.config_class.__doc__ or ''}")
+
+P = f"rl.{method.name}"
+config_class = method.config_class
+locked = dict(getattr(config_class, "LOCKED", {}) or {})
+specs = us.field_specs(config_class)
+has_rewards = {"reward_functions", "reward_weights"} <= config_class.field_names()
+skip = tuple(locked) + (("reward_functions", "reward_weights") if has_rewards else ())
+init_state(P, specs)
+
+found = call(models, doing="look for models", default=[]) or []
+left, right = st.columns(2)
+with left:
+    model = model_picker(P, found, model_label, default=st.query_params.get("model"))
+with right:
+    data = data_picker(P, call(us.list_datasets, doing="list datasets", default=[]) or [{"name": "demo", "path": "demo"}],
+                       default=st.query_params.get("data"))
+name = st.text_input("Run name", key=f"{P}.name", placeholder="optional", help=us.HELP["name"])
+
+# -- reward functions with weights (GRPO family) --------------------------------------------------
+reward_values = {}
+if has_rewards:
+    st.subheader("Rewards")
+    from droidft import rewards
+
+    reward_file = st.session_state.get(f"{P}.reward_file") or None
+    options = call(rewards.available, reward_file, doing="list reward functions", default=None)
+    if options is None:
+        options = call(rewards.available, doing="list reward functions", default=[]) or []
+    descriptions = {o["name"]: o.get("description") or "" for o in options}
+    default_names = call(rewards.default_names, reward_file, data == "demo", default=[]) or []
+    key = f"{P}.rewards"
+    if key not in st.session_state:
+        st.session_state[key] = [n for n in default_names if n in descriptions]
+    picked = st.multiselect("Reward functions", list(descriptions), key=key,
+                            help="Each completion's reward is the weighted sum of these functions. "
+                                 "Empty = the method's defaults.")
+    weights = []
+    if picked:
+        cols = st.columns(min(3, len(picked)))
+        for i, rname in enumerate(picked):
+            with cols[i % len(cols)]:
+                weights.append(st.number_input(f"Weight of {rname}", value=1.0, step=0.1, format="%g",
+                                               key=f"{P}.weight.{rname}", help=descriptions.get(rname) or None))
+                st.caption(descriptions.get(rname, ""))
+    reward_values = {"reward_functions": picked or None, "reward_weights": weights or None}
+
+choices = {}
+if model:
+    from droidft.models import resolve_model
+
+    model_path = call(resolve_model, model, doing="use this model")
+    keys = call(lora_keys, str(model_path), default=None) if model_path is not None else None
+    if keys:
+        choices["lora_parameters.keys"] = keys
+
+if locked:
+    st.caption("Fixed by this method: " + ", ".join(f"{k} = {v}" for k, v in locked.items()))
+values, input_problems = config_form(P, specs, choices_override=choices, skip=skip)
+values.update(reward_values)
+values.update(model=model or "", data=data or "", name=name.strip() or None)
+config, problems = us.build_config(config_class, values)
+problems = input_problems + problems
+
+if config is not None:
+    with st.expander("Config as YAML and command line", icon=":material/terminal:"):
+        st.code(us.config_yaml(config.to_dict()), language="yaml", height=240)
+        st.caption("The same run from a shell (save the YAML above as config.yaml):")
+        st.code(us.command_for(config.to_dict()), language="bash")
+
+if problems:
+    st.error("**Fix these settings before starting:**\n" + "\n".join(f"- {p}" for p in problems),
+             icon=":material/error:")
+if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=bool(problems),
+             key=f"{P}.start"):
+    with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
+        goto("monitor", run=jobs.start(config))

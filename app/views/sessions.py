@@ -40,7 +40,7 @@ selection = st.dataframe(
     column_order=["status", "name", "method", "model", "dataset", "best_val_loss", "last_train_loss",
                   "duration_min", "trained_tokens", "steps", "created"],
     column_config={
-        "status": st.column_config.TextColumn("Status", width="small"),
+        "status": st.column_config.TextColumn("Status", width=90),
         "name": st.column_config.TextColumn("Name", width="medium"),
         "method": st.column_config.TextColumn("Method", width="small"),
         "model": st.column_config.TextColumn("Model", width="small"),
