@@ -87,13 +87,17 @@ def normalize(text: str) -> str:
 
 def loss_suite(loaded: inference.Loaded, rows: list[dict], *, batch_size: int = 4,
                max_seq_length: int = 2048, mask_prompt: bool = False) -> dict:
-    """Mean token cross-entropy (mlx-lm's loss) and perplexity over every row."""
+    """Mean token cross-entropy and perplexity over every row (no dropped remainder).
+
+    `loss` scores the real next tokens only. mlx-lm's trainer (0.32) also scores one
+    padding target after each sequence's last token, so its reported val loss is a bit
+    higher; `loss_as_mlx_lm` is that number, to compare with a run's val_loss curve."""
     import types
 
     import mlx.core as mx
+    import mlx.nn as nn
     import numpy as np
     from mlx_lm.tuner.datasets import create_dataset
-    from mlx_lm.tuner.trainer import default_loss
 
     try:
         dataset = create_dataset(rows, loaded.tokenizer,
@@ -103,24 +107,30 @@ def loss_suite(loaded: inference.Loaded, rows: list[dict], *, batch_size: int = 
     items = [dataset.process(dataset[i]) for i in range(len(dataset))]
     items = [(toks[:max_seq_length], off) for toks, off in items if len(toks) > 1]
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
-    total, ntok = 0.0, 0
+    total = total_stock = 0.0
+    ntok = ntok_stock = 0
     loaded.model.eval()
     for start in range(0, len(order), batch_size):
         batch = [items[i] for i in order[start:start + batch_size]]
-        width = max(len(t) for t, _ in batch)
+        width = max(len(t) for t, _ in batch) + 1  # one padding column, as mlx-lm pads
         arr = np.zeros((len(batch), width), np.int32)
         for j, (t, _) in enumerate(batch):
             arr[j, :len(t)] = t
-        lengths = mx.array([[off, len(t)] for t, off in batch])
-        loss, toks = default_loss(loaded.model, mx.array(arr), lengths)
-        mx.eval(loss, toks)
-        total += loss.item() * toks.item()
-        ntok += int(toks.item())
+        arr = mx.array(arr)
+        ce = nn.losses.cross_entropy(loaded.model(arr[:, :-1]), arr[:, 1:]).astype(mx.float32)
+        steps = mx.arange(1, width)[None]
+        offs = mx.array([[off] for _, off in batch])
+        lens = mx.array([[len(t)] for t, _ in batch])
+        real = (steps >= offs) & (steps <= lens - 1)
+        stock = (steps >= offs) & (steps <= lens)
+        sums = mx.stack([(ce * real).sum(), real.sum(), (ce * stock).sum(), stock.sum()])
+        s0, n0, s1, n1 = sums.tolist()
+        total, ntok, total_stock, ntok_stock = total + s0, ntok + int(n0), total_stock + s1, ntok_stock + int(n1)
     if ntok == 0:
         raise EvalError("loss: no tokens to score (are the rows empty?)")
     mean = total / ntok
     return {"loss": mean, "perplexity": math.exp(min(mean, 700.0)), "tokens": ntok, "examples": len(items),
-            "mask_prompt": bool(mask_prompt)}
+            "mask_prompt": bool(mask_prompt), "loss_as_mlx_lm": total_stock / max(ntok_stock, 1)}
 
 
 def _answer(loaded: inference.Loaded, messages: list[dict], max_tokens: int) -> str:
@@ -137,20 +147,23 @@ def _answer(loaded: inference.Loaded, messages: list[dict], max_tokens: int) -> 
 
 def accuracy_suite(loaded: inference.Loaded, rows: list[dict], *, max_tokens: int = 48,
                    pattern: str | None = None, keep_examples: int = 5) -> dict:
-    """Greedy answers scored by exact match, containment and (optionally) a regex."""
+    """Greedy answers scored by exact match (case, spacing and final punctuation ignored;
+    `exact_match_strict` compares the stripped strings), containment of the reference,
+    and (optionally) a regex."""
     regex = None
     if pattern:
         try:
             regex = re.compile(pattern)
         except re.error as exc:
             raise EvalError(f"accuracy: the regex {pattern!r} is invalid: {exc}") from None
-    exact = contains = matched = regex_rows = 0
+    exact = strict = contains = matched = regex_rows = 0
     examples = []
     for row in rows:
         messages, reference = qa_pair(row)
         got = _answer(loaded, messages, max_tokens)
         g, r = normalize(got), normalize(reference)
         exact += g == r
+        strict += got.strip() == reference.strip()  # demo_model.exact_match's rule
         contains += bool(r) and r in g
         row_pattern = row.get("pattern") or row.get("regex")
         rx = re.compile(row_pattern) if row_pattern else regex
@@ -161,7 +174,7 @@ def accuracy_suite(loaded: inference.Loaded, rows: list[dict], *, max_tokens: in
             examples.append({"prompt": messages[-1].get("content", ""), "reference": reference,
                              "prediction": got})
     n = len(rows)
-    out = {"exact_match": exact / n, "contains": contains / n, "n": n, "max_tokens": max_tokens,
+    out = {"exact_match": exact / n, "exact_match_strict": strict / n, "contains": contains / n, "n": n, "max_tokens": max_tokens,
            "examples": examples}
     if regex_rows:
         out["regex"] = matched / regex_rows
