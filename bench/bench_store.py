@@ -198,7 +198,9 @@ def main():
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     import duckdb
-    print(f"duckdb {duckdb.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"duckdb {duckdb.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} cores, "
+          f"load average before start {load}\n")
 
     attach, classic = single_process(True), single_process(False)
     table([(a[0], a[1], c[1]) for a, c in zip(attach, classic)],

@@ -2,38 +2,46 @@
 
 DuckDB lets one process write a database file at a time, and a read-write connection
 shuts out readers in other processes. Training workers write while Streamlit pages poll,
-so every access here is short: a write opens a connection, runs one transaction and
-closes; a read opens ``read_only=True``, runs its queries and closes. Nothing keeps a
-connection open between calls.
+so every access here is short: a write opens the file, runs one transaction and closes
+it; a read opens it read-only, runs its queries and closes it. Nothing keeps the file
+open between calls.
 
-Two layers keep processes from tripping over each other:
+How an access works (`connect`):
 
-1. A sidecar lock file (``droidft.duckdb.lock``, ``flock``: shared for readers, exclusive
-   for writers) queues droidft's own processes *and threads* before they touch DuckDB.
-   Waiting on it is a cheap syscall poll, whereas a failed DuckDB open costs ~3 ms and a
-   retry loop with backoff wastes tens of ms. It also serialises threads of one process
-   (a Streamlit server writing in one session while polling in another), which DuckDB
-   would otherwise refuse ("different configuration").
-2. DuckDB's own lock conflicts (a process that does not use the sidecar, e.g. the duckdb
-   CLI, or a platform without ``fcntl``) are retried with jittered exponential backoff.
+1. One access at a time per process (a thread lock): DuckDB refuses a read-only and a
+   read-write handle on one file inside one process, and a Streamlit server writes from
+   one session while others poll.
+2. A sidecar lock file (``droidft.duckdb.lock``, ``flock``: shared for readers, exclusive
+   for writers) queues droidft's processes before they touch DuckDB, so they wait on a
+   cheap syscall instead of failing DuckDB opens.
+3. The file is ATTACHed to a long-lived in-memory DuckDB instance of this process (read-only
+   for reads) and DETACHed afterwards, which releases DuckDB's file lock and checkpoints a
+   write. Creating a DuckDB instance costs ~9 ms (even ``:memory:``), more than the work
+   itself; ATTACH skips it, so a lock is held ~1-3 ms for a read and ~5-7 ms for a write,
+   against ~11 ms and ~15 ms with ``duckdb.connect`` per access.
+4. DuckDB's own lock conflicts (a process not using the lock file, e.g. the duckdb CLI, or
+   a platform without ``fcntl``) are retried with jittered exponential backoff.
 
-Either wait gives up after ``BUSY_TIMEOUT`` seconds with `StoreBusy`, whose message is fit
-for a user. ``stats`` counts opens, waits and retries in this process.
+Any wait gives up after ``BUSY_TIMEOUT`` (20 s) with `StoreBusy`, whose message is fit for
+a user. ``stats`` counts opens, waits and retries in this process. ``DROIDFT_STORE_ATTACH=0``
+and ``DROIDFT_STORE_LOCKFILE=0`` switch steps 3 and 2 off (for the benchmark and tests).
 
-Measured with duckdb 2.0 on a 2-core Linux box (``bench/bench_store.py``):
+Measured with duckdb 2.0 on a 2-core Linux box (``bench/bench_store.py``; medians):
 
-- open + insert + close: ~15 ms, of which ~9 ms is DuckDB instance start-up (an in-memory
-  database costs the same) and ~3.5 ms the checkpoint on close. None of the settings help:
-  ``threads=1``, no extension autoloading, ``memory_limit`` change nothing;
-  ``PRAGMA disable_checkpoint_on_shutdown`` saves ~1.5 ms on close but leaves a WAL that
-  every later open (readers included) must replay, costing it back; ``fsync_mode=NONE``
-  saves ~1 ms at the price of corruption on power loss. So: defaults.
-- read-only open + small query + close: ~11 ms.
-- batch inserts use ``INSERT ... SELECT unnest(list)`` per column: 1,000 rows in ~17 ms
-  against ~90 ms with ``executemany`` and ~44 ms with a multi-row VALUES statement.
+- ATTACH per access: write 1 row ~6 ms, read-only get_run ~2.5 ms; ``duckdb.connect`` per
+  access: ~15 ms and ~11 ms, of which ~9 ms is instance start-up and ~3.5 ms the checkpoint
+  on close. Settings do not help: ``threads=1``, no extension autoloading, ``memory_limit``
+  change nothing; ``PRAGMA disable_checkpoint_on_shutdown`` saves ~1.5 ms on close but
+  leaves a WAL every later open (readers too) must replay; ``fsync_mode=NONE`` saves ~1 ms
+  at the price of corruption on power loss. So: defaults.
+- Batch inserts use ``INSERT ... SELECT unnest(list)`` per column: 1,000 rows in ~17 ms
+  (connect mode) against ~90 ms with ``executemany`` and ~44 ms with a multi-row VALUES.
 - `run_summaries` over 1,000 runs / 1,000,000 metric rows: ~25 ms including the open; an
   ART index on ``metrics(run_id)`` made it and per-run reads slower and inserts ~3 ms
   dearer, so there is none.
+- 3 workers flushing once a second + 2 pollers every 0.25 s: every row lands, ~4% of polls
+  wait for a lock (median poll ~12 ms). At the design doc's overload (3 writers every 20 ms)
+  still no loss and no StoreBusy; polls then wait often, but in line, without errors.
 """
 
 from __future__ import annotations
@@ -189,10 +197,13 @@ _proc_lock = threading.Lock()  # one store access at a time per process (ATTACH 
 
 
 def _after_fork_in_child() -> None:
-    global _engine, _proc_lock
+    """A forked child gets a fresh engine and fresh locks (another thread may have held
+    them at fork time); the parent's engine is kept referenced, never closed here."""
+    global _engine, _proc_lock, _ready_lock, _stats_lock
     if _engine is not None:
         _orphans.append(_engine)
     _engine, _proc_lock = None, threading.Lock()
+    _ready_lock, _stats_lock = threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -213,7 +224,7 @@ def _open_duckdb(db: Path, read_only: bool, deadline: float) -> tuple[duckdb.Duc
     cursor with the file as default catalog; DETACH (in _close_duckdb) releases the lock.
     That skips DuckDB's ~9 ms instance start-up on every access, so locks are held for
     ~1 ms (reads) to ~5 ms (writes) instead of ~12-15 ms. Otherwise: duckdb.connect."""
-    delay, tries = 0.002, 0
+    delay, tries, stale = 0.002, 0, 0
     while True:
         try:
             if not USE_ATTACH:
@@ -225,8 +236,9 @@ def _open_duckdb(db: Path, read_only: bool, deadline: float) -> tuple[duckdb.Duc
             cur.execute(f"USE {_ALIAS}")
             return cur, tries
         except duckdb.Error as exc:
-            if USE_ATTACH and "already" in str(exc) and _ALIAS in str(exc):
-                _engine_con().execute(f"DETACH DATABASE IF EXISTS {_ALIAS}")  # left by a crash
+            if USE_ATTACH and "already" in str(exc) and _ALIAS in str(exc) and stale < 3:
+                stale += 1  # left attached by a failed DETACH: clear it and go again
+                _engine_con().execute(f"DETACH DATABASE IF EXISTS {_ALIAS}")
                 continue
             if not _is_lock_error(exc):
                 raise

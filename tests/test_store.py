@@ -244,6 +244,31 @@ def test_closing_the_yielded_connection_is_harmless():
     assert len(store.list_runs()) == 1
 
 
+def test_recovers_from_a_stale_attachment(tmp_path):
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).close()
+    store.list_runs()
+    store._engine_con().execute(f"ATTACH '{other}' AS {store._ALIAS}")  # as if DETACH had failed
+    rid = make_run()
+    assert store.get_run(rid)["id"] == rid
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_engine():
+    rid = make_run()
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's DuckDB instance or locks
+        code = 1
+        try:
+            store.add_metrics([(rid, 1, "loss", 1.0, 1.0)])
+            code = 0 if len(store.metrics(rid)) == 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(store.metrics(rid)) == 1
+
+
 def test_nested_connection_is_an_error_not_a_deadlock():
     with store.connect():
         with pytest.raises(RuntimeError, match="nested"):
