@@ -551,3 +551,30 @@ def test_stress_fast_writers_and_pollers(tmp_path, env):
     n = 400
     reports, run_ids = run_load(tmp_path, n=n, pace=0.002, interval=0.02, poll=0.02, env_extra=env)
     check_load(reports, run_ids, n)
+
+
+# --------------------------------------------------------------------------- properties
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.integers(-2**40, 2**40), _text,
+                               st.floats(allow_nan=False, width=64)), max_size=30),
+       message=_text, meta=st.dictionaries(_text, st.integers() | _text, max_size=3))
+def test_batch_writer_round_trips_any_text_and_numbers(rows, message, meta):
+    rid = make_run()
+    w = store.BatchWriter(rid)
+    for step, name, value in rows:
+        w.metric(step, name, value, time=1.0)
+    w.event(message)
+    w.sample(0, message, message[::-1], reward=None, meta=meta)
+    assert w.flush()
+    got = sorted((r["step"], r["name"], r["value"]) for r in store.metrics(rid))
+    assert got == sorted(rows)
+    assert store.events(rid)[0]["message"] == message
+    s = store.samples(rid)[0]
+    assert (s["prompt"], s["completion"], s["meta"]) == (message, message[::-1], meta)
+    store.delete_run(rid)
