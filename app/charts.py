@@ -9,19 +9,20 @@ PALETTE = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#c
 
 
 def series_chart(frame: pd.DataFrame, names: list[str], *, title: str, y_title: str,
-                 color_by: str = "name", height: int = 240, log_y: bool = False) -> alt.Chart:
+                 color_by: str = "name", height: int = 240, log_y: bool = False,
+                 zero: bool = False) -> alt.Chart:
     """Lines of metric `names` against step; validation-like series get points too."""
     data = frame[frame["name"].isin(names)][["step", "value", "name", *(
         [color_by] if color_by not in ("name",) and color_by in frame.columns else [])]]
     data = data.dropna(subset=["value"])
-    scale = alt.Scale(type="log") if log_y and len(data) and (data["value"] > 0).all() else alt.Scale(zero=False)
+    scale = alt.Scale(type="log") if log_y and len(data) and (data["value"] > 0).all() else alt.Scale(zero=zero)
     base = alt.Chart(data)
     # the legend sits inside the plot (top right, where falling curves leave room): a legend
     # below the plot would eat into the chart's fixed height
     legend = alt.Legend(orient="top-right", fillColor="#ffffffcc", padding=4) if len(names) > 1 else None
     color = alt.Color(f"{color_by}:N", title=None, scale=alt.Scale(range=PALETTE), legend=legend)
     tooltip = [alt.Tooltip("step:Q"), alt.Tooltip(f"{color_by}:N"), alt.Tooltip("value:Q", format=".4g")]
-    line = base.mark_line(strokeWidth=2, interpolate="monotone").encode(
+    line = base.mark_line(strokeWidth=2).encode(
         x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=y_title, scale=scale),
         color=color, tooltip=tooltip)
     points = base.transform_filter(
@@ -35,7 +36,7 @@ def overlay_chart(frame: pd.DataFrame, metric: str, label_col: str = "run", heig
     """One metric of several runs in one chart, one colour per run."""
     data = frame[frame["name"] == metric][["step", "value", label_col]].dropna(subset=["value"])
     return alt.Chart(data, title=metric.replace("_", " "), height=height).mark_line(
-        strokeWidth=2, interpolate="monotone").encode(
+        strokeWidth=2).encode(
         x=alt.X("step:Q", title="step"),
         y=alt.Y("value:Q", title=metric.replace("_", " "), scale=alt.Scale(zero=False)),
         color=alt.Color(f"{label_col}:N", title="run", scale=alt.Scale(range=PALETTE),

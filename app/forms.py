@@ -10,6 +10,7 @@ import streamlit as st
 
 from droidft import ui_support as us
 
+NONE = "none"
 GROUP_ORDER = ["Training", "Adapter", "Method", "Evaluation and saving", "Advanced"]
 EXPANDED = {"Training", "Adapter", "Method"}
 
@@ -59,9 +60,14 @@ def _draw(prefix: str, spec: us.FieldSpec, choices_override: dict):
     if spec.kind == "bool":
         return st.toggle(spec.label, **common)
     if spec.kind == "choice":
-        if st.session_state.get(key) not in choices:
-            st.session_state[key] = choices[0]
-        return st.selectbox(spec.label, choices, format_func=lambda c: "none" if c is None else str(c), **common)
+        # None is an option like the others (a selectbox showing None would read "Choose an option")
+        options = [NONE if c is None else c for c in choices]
+        if st.session_state.get(key) is None:
+            st.session_state[key] = NONE
+        if st.session_state.get(key) not in options:
+            st.session_state[key] = options[0]
+        picked = st.selectbox(spec.label, options, format_func=str, **common)
+        return None if picked == NONE else picked
     if spec.kind == "multichoice":
         return st.multiselect(spec.label, choices, **common)
     if spec.kind in ("int", "float") and not spec.optional:
@@ -89,9 +95,12 @@ def config_form(prefix: str, specs: list[us.FieldSpec], *, choices_override: dic
         if spec.name not in skip:
             groups.setdefault(spec.group, []).append(spec)
     for group in [g for g in GROUP_ORDER if g in groups] + [g for g in groups if g not in GROUP_ORDER]:
+        order = us.GROUPS.get(group, ())
+        members = sorted(groups[group], key=lambda s: order.index(s.name.split(".")[0])
+                         if s.name.split(".")[0] in order else len(order))
         with st.expander(group, expanded=group in EXPANDED):
             cols = st.columns(3)
-            for i, spec in enumerate(groups[group]):
+            for i, spec in enumerate(members):
                 with cols[i % 3]:
                     raw = _draw(prefix, spec, choices_override)
                 try:

@@ -70,6 +70,19 @@ def fmt_number(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def short_path(path) -> str:
+    """The last part of a model or dataset path ('demo' stays 'demo')."""
+    text = str(path or "?")
+    return Path(text).name or text
+
+
+def short_blas(note: str | None) -> str:
+    """'openblas (/usr/lib/.../libopenblas.so.0)' -> 'openblas'; keeps a warning after ' - '."""
+    text = str(note or "?")
+    head, _, warning = text.partition(" - ")
+    return head.split(" (")[0] + (f" ({warning})" if warning else "")
+
+
 def fmt_device(device) -> str:
     """'Device(gpu, 0)' -> 'GPU (Metal)', 'Device(cpu, 0)' -> 'CPU'."""
     text = str(device or "?")

@@ -151,5 +151,5 @@ for col, spec in zip(cols, columns_spec):
                 st.markdown(results[spec["key"]]["text"] or "_(empty answer)_")
         r = results.get(spec["key"])
         if r and (prompt or not chat_mode or msgs):
-            st.caption(f"{r.get('tokens', 0)} tokens · {r.get('tps', 0):.1f} tokens/s"
-                       + (f" · stopped: {r['finish']}" if r.get("finish") else ""))
+            ending = {"stop": "finished its answer", "length": "hit the max tokens"}.get(r.get("finish"), "")
+            st.caption(f"{r.get('tokens', 0)} tokens · {r.get('tps', 0):.1f} tokens/s" + (f" · {ending}" if ending else ""))

@@ -36,8 +36,10 @@ head, actions = st.columns([3, 2], vertical_alignment="bottom")
 with head:
     st.subheader(run.get("name") or run_id)
     status_badge(run.get("status"))
-    st.caption(f"{run.get('method', '').upper()} · model `{run.get('model')}` · data `{run.get('data')}` · "
-               f"id `{run_id}`" + (f" · BLAS: {run['blas']}" if run.get("blas") else ""))
+    st.caption(f"{run.get('method', '').upper()} · model **{us.short_path(run.get('model'))}** · data "
+               f"**{us.short_path(run.get('data'))}** · id `{run_id}`"
+               + (f" · BLAS: {us.short_blas(run['blas'])}" if run.get("blas") else ""),
+               help=f"model: {run.get('model')}\n\ndata: {run.get('data')}\n\nBLAS: {run.get('blas') or '?'}")
 with actions:
     buttons = st.container(horizontal=True, horizontal_alignment="right")
     active = run.get("status") in jobs.ACTIVE
@@ -139,7 +141,8 @@ def live(run_id: str, was_active: bool) -> None:
         cols = st.columns(2)
         for i, (title, names, y_title) in enumerate(groups):
             with cols[i % 2]:
-                st.altair_chart(series_chart(frame, names, title=title, y_title=y_title),
+                st.altair_chart(series_chart(frame, names, title=title, y_title=y_title,
+                                             zero=y_title in ("GB", "tokens/s")),
                                 width="stretch", key=f"chart_{title}")
 
     samples, logs = st.columns(2)

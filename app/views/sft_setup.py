@@ -78,7 +78,7 @@ if config is not None and model_path is not None:
             a, b, c = st.columns(3)
             a.metric("Memory", f"{est.memory_gb:.2f} GB" if est.memory_gb >= 0.1 else f"{est.memory_gb * 1024:.0f} MB")
             b.metric("Time", us.fmt_duration(est.seconds))
-            c.metric("Trained params", f"{est.trainable_m:.2f} M", help=f"of {est.params_m:.1f} M in the model")
+            c.metric("Trains", f"{est.trainable_m:.2f} M", help=f"parameters trained, of {est.params_m:.1f} M in the model")
             st.caption(f"Rough: {us.fmt_count(est.tokens)} tokens; speed from {est.basis}.")
             total = (call(machine, default={}) or {}).get("memory_gb")
             if total and est.memory_gb > 0.8 * total:
