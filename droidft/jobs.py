@@ -81,6 +81,7 @@ def spawn(run_id: str, blas_choice: str = "auto") -> int:
     env["DROIDFT_HOME"] = str(paths.home())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env["NO_COLOR"] = "1"  # the trainer's own progress lines land in stdout.log: keep them plain
     run_dir = paths.run_dir(run_id)
     with open(run_dir / "stdout.log", "ab") as out:
         proc = subprocess.Popen(
