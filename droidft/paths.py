@@ -33,3 +33,20 @@ def models_dir() -> Path:
     path = home() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def demo_model_dir() -> Path:
+    """Where the demo model is built: shared by every droidft home on this checkout
+    (data/models/, git-ignored) so a new home or a test never rebuilds it; under the
+    home when the checkout is read-only. $DROIDFT_DEMO_MODEL overrides."""
+    override = os.environ.get("DROIDFT_DEMO_MODEL")
+    if override:
+        return Path(override).expanduser()
+    shared = DATA_DIR / "models"
+    try:
+        shared.mkdir(parents=True, exist_ok=True)
+        if os.access(shared, os.W_OK):
+            return shared / "droidft-demo"
+    except OSError:
+        pass
+    return models_dir() / "droidft-demo"
