@@ -271,3 +271,15 @@ def test_fuse_cli(adapters, tmp_path, capsys):
                      "--out", str(tmp_path / "cli2")])
     assert code == 2
     assert "not a number" in capsys.readouterr().err
+
+
+def test_randomized_svd_matches_exact_on_large_low_rank_updates():
+    rng = np.random.default_rng(0)
+    d = (rng.standard_normal((700, 8)) @ rng.standard_normal((8, 600))).astype(np.float32)
+    d += 0.01 * rng.standard_normal(d.shape).astype(np.float32)
+    with fusion.blas_threads():
+        u, s, vt, total = fusion.truncated_svd(d, 8)  # 600 > 512 and 8 * 4 < 600: randomised
+    exact = np.linalg.svd(d, compute_uv=False)
+    np.testing.assert_allclose(s, exact[:8], rtol=1e-4)
+    assert total == pytest.approx(float((exact ** 2).sum()), rel=1e-4)
+    np.testing.assert_allclose((u * s) @ vt, d, atol=0.1)

@@ -1,0 +1,131 @@
+"""Generation throughput: droidft `inference.generate` vs stock mlx-lm, same model, same process.
+
+For the base model and for base + one LoRA adapter, alternates N times between
+  droidft:  inference.generate(...)  (cache lookup, chat template, seeded sampler, lock,
+            mlx-lm's stream_generate)
+  stock:    mlx_lm.load(model[, adapter_path]) once, then apply_chat_template +
+            mlx_lm.stream_generate with make_sampler / make_logits_processors
+with identical sampling settings and seed, and prints the median decode tokens/s (as
+stream_generate reports it) and end-to-end tokens/s (wall clock of the whole call), plus
+droidft/stock ratios. End-of-sequence is disabled on both sides so every call decodes
+exactly --max-tokens tokens. With --stock-cli it also runs `python -m mlx_lm generate`
+in a subprocess and reads its printed "Generation: ... tokens-per-sec" line.
+
+Usage: LD_PRELOAD=<libopenblas.so.0> python bench/bench_generate.py [--model demo]
+       [--adapter RUN_ID|PATH] [--max-tokens 200] [--repeats 5] [--stock-cli]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def random_adapter(model_path: Path, out: Path, rank: int = 8) -> Path:
+    """A LoRA adapter on every linear layer with random non-zero factors (throughput only)."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.utils import load_model
+
+    model, _ = load_model(model_path)
+    params = {"rank": rank, "scale": 20.0, "dropout": 0.0}
+    linear_to_lora_layers(model, len(model.layers), params)
+    tensors = {k: (mx.random.normal(v.shape) * 0.01 if k.endswith("lora_b") else v)
+               for k, v in tree_flatten(model.trainable_parameters()) if k.endswith((".lora_a", ".lora_b"))}
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), tensors)
+    (out / "adapter_config.json").write_text(json.dumps({
+        "model": str(model_path), "fine_tune_type": "lora", "num_layers": len(model.layers),
+        "lora_parameters": params}))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="demo")
+    ap.add_argument("--adapter", help="run id or adapter folder (default: a random rank-8 LoRA)")
+    ap.add_argument("--prompt", default="Tell me about the river and the garden.")
+    ap.add_argument("--max-tokens", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--temp", type=float, default=0.7)
+    ap.add_argument("--stock-cli", action="store_true", help="also time `python -m mlx_lm generate`")
+    args = ap.parse_args()
+
+    import mlx.core as mx
+    from mlx_lm import load, stream_generate
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+    from droidft import inference
+    from droidft.models import resolve_model
+
+    model_path = resolve_model(args.model)
+    adapter = args.adapter or str(random_adapter(model_path, Path(tempfile.mkdtemp()) / "adapter"))
+    sampling = inference.Sampling(temperature=args.temp, seed=0)
+    print(f"model {model_path}; adapter {adapter}; {args.max_tokens} tokens x {args.repeats}; "
+          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '(none)')}")
+    print(f"{'target':8} {'side':8} {'decode tok/s':>13} {'end-to-end tok/s':>17}")
+
+    summary = {}
+    for label, adapters in (("base", None), ("adapter", adapter)):
+        loaded = inference.load(model_path, adapters)
+        loaded.tokenizer.eos_token_ids = []  # decode exactly max_tokens on both sides
+        stock_model, stock_tok = load(str(model_path), adapter_path=str(inference.resolve_adapter(adapter).path)
+                                      if adapters else None)
+        stock_tok.eos_token_ids = []
+
+        def run_droidft():
+            t0 = time.perf_counter()
+            r = inference.generate(model_path, args.prompt, adapters, sampling=sampling,
+                                   max_tokens=args.max_tokens)
+            return r.tokens_per_second, r.generation_tokens / (time.perf_counter() - t0)
+
+        def run_stock():
+            t0 = time.perf_counter()
+            tokens = stock_tok.apply_chat_template([{"role": "user", "content": args.prompt}],
+                                                   add_generation_prompt=True)
+            mx.random.seed(0)
+            last = None
+            for last in stream_generate(stock_model, stock_tok, tokens, max_tokens=args.max_tokens,
+                                        sampler=make_sampler(temp=args.temp, top_p=0.9, min_p=0.05),
+                                        logits_processors=make_logits_processors()):
+                pass
+            return last.generation_tps, last.generation_tokens / (time.perf_counter() - t0)
+
+        run_droidft(), run_stock()  # warm-up (compilation, caches)
+        results = {"droidft": [], "stock": []}
+        for _ in range(args.repeats):
+            results["droidft"].append(run_droidft())
+            results["stock"].append(run_stock())
+        med = {side: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
+               for side, rs in results.items()}
+        for side, (dec, e2e) in med.items():
+            print(f"{label:8} {side:8} {dec:13.1f} {e2e:17.1f}")
+        ratio = (med["droidft"][0] / med["stock"][0], med["droidft"][1] / med["stock"][1])
+        print(f"{label:8} {'ratio':8} {ratio[0]:13.3f} {ratio[1]:17.3f}   (droidft / stock)")
+        summary[label] = {"droidft": med["droidft"], "stock": med["stock"], "ratio": ratio}
+
+    if args.stock_cli:
+        cmd = [sys.executable, "-m", "mlx_lm", "generate", "--model", str(model_path), "--prompt",
+               args.prompt, "--max-tokens", str(args.max_tokens), "--temp", str(args.temp),
+               "--top-p", "0.9", "--min-p", "0.05", "--seed", "0"]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ)).stdout
+        m = re.search(r"Generation: (\d+) tokens, ([\d.]+) tokens-per-sec", out)
+        if m:
+            print(f"stock CLI `mlx_lm generate` (base, stops at EOS): {m.group(1)} tokens at "
+                  f"{float(m.group(2)):.1f} tokens/s")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
