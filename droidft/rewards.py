@@ -49,8 +49,9 @@ DESCRIPTIONS = {
     "exact_answer": "1.0 when the answer (inside <answer></answer>, else the first line) equals "
                     "the expected answer, ignoring case, spaces and final punctuation",
     "answer_similarity": "0..1 character similarity between the answer and the expected answer",
-    "droidft_demo_reward": "partial credit: 1.0 for the exact answer, otherwise up to 0.8 for "
-                           "how close it is, minus a little for rambling on",
+    "droidft_demo_reward": "partial credit for the demo task (name three items of a category): "
+                           "0.4 for a list of three, 0.2 per acceptable item; single answers: "
+                           "1.0 exact, else 0.8 x similarity",
 }
 
 
@@ -104,20 +105,33 @@ def answer_similarity(prompts, completions, answer, types=None) -> list[float]:
     return [similarity(extract_answer(c), a) for c, a in zip(completions, answer)]
 
 
+def list_items(text: str) -> list[str]:
+    """The items of a one-line list answer: 'apple, fig and kiwi.' -> ['apple', 'fig', 'kiwi']."""
+    line = extract_answer(text).rstrip(".!")
+    return [w.strip().lower() for w in re.split(r",|\band\b", line) if w.strip()]
+
+
 def droidft_demo_reward(prompts, completions, answer, types=None) -> list[float]:
     """Partial credit, so a weak model still sees which of its attempts were better.
 
-    1.0 for the exact answer; otherwise 0.8 x character similarity between the answer
-    part and the expected answer; minus up to 0.2 for text beyond the answer's line (a
-    completion should say the answer and stop)."""
+    The demo task is "Name three fruits." with the acceptable items as the answer, separated
+    by "|" ("apple|banana|cherry|..."): up to 0.4 for answering with a list of three items
+    (0.2 for two), plus 0.2 for each distinct acceptable item named (at most three), so
+    "apple, fig and kiwi." scores 1.0, "apple, car and kiwi." 0.8, "blorp, fim and zad." 0.4
+    and "I like tea." 0. An answer without "|" is one expected answer: 1.0 when it matches
+    exactly, else 0.8 x character similarity."""
     out = []
     for completion, expected in zip(completions, answer):
-        got = extract_answer(completion)
-        score = 1.0 if normalize(got) == normalize(expected) else 0.8 * similarity(got, expected)
-        rest = (completion or "").strip()
-        extra = max(0, len(rest) - len(got) - 1)
-        score -= min(0.2, 0.2 * extra / max(len(str(expected)), 8))
-        out.append(max(0.0, score))
+        expected = str(expected)
+        if "|" not in expected:
+            got = extract_answer(completion)
+            out.append(1.0 if normalize(got) == normalize(expected) else 0.8 * similarity(got, expected))
+            continue
+        accepted = {normalize(w) for w in expected.split("|") if w.strip()}
+        items = list_items(completion)
+        shape = {2: 0.2, 3: 0.4}.get(len(items), 0.0)
+        right = len({w for w in items if w in accepted})
+        out.append(round(shape + 0.2 * min(right, 3), 6))
     return out
 
 
@@ -274,3 +288,4 @@ def resolve(names: list[str] | None, reward_file: str | None = None,
     if missing:
         raise RewardError(f"unknown reward function(s) {', '.join(missing)}: choose from {', '.join(table)}")
     return [_named(table[n], n) for n in names]
+

@@ -64,16 +64,18 @@ class RLTrainingConfig(BaseConfig):
 
     optimizer: str = "adam"
     optimizer_config: dict[str, dict] = field(default_factory=dict)
-    batch_size: int = 2
-    iters: int = 50
+    # Defaults make the one-click demo (demo model + demo data) a ~1-2 minute run on a laptop
+    # CPU whose reward visibly rises; real models want more iterations.
+    batch_size: int = 4
+    iters: int = 60
     epochs: float | None = None  # when set, iters = ceil(epochs * train rows / batch_size)
-    learning_rate: float = 1e-5
+    learning_rate: float = 1e-4
     lr_schedule: dict | None = None
     warmup_steps: int = 0
     val_batches: int = 2
     steps_per_report: int = 5
-    steps_per_eval: int = 50
-    save_every: int = 50
+    steps_per_eval: int = 20
+    save_every: int = 20
     max_seq_length: int = 512
     grad_accumulation_steps: int = 1
     grad_checkpoint: bool = False
@@ -127,7 +129,15 @@ class RLTrainingConfig(BaseConfig):
         return None
 
     def is_demo_data(self) -> bool:
-        return str(self.data).strip() == "demo"
+        """The bundled demo set of this method's family ("demo" or its folder)."""
+        data = str(self.data).strip()
+        if data == "demo":
+            return True
+        try:
+            return Path(data).expanduser().resolve() == (
+                paths.DATA_DIR / "demo" / ("grpo" if isinstance(self, GRPOConfig) else "preference")).resolve()
+        except (OSError, ValueError):
+            return False
 
 
 @dataclass
@@ -137,7 +147,6 @@ class GRPOConfig(RLTrainingConfig):
 
     method: ClassVar[str] = "grpo"
 
-    learning_rate: float = 1e-5
     group_size: int = 4
     max_completion_length: int = 64
     temperature: float = 0.8
@@ -156,9 +165,9 @@ class GRPOConfig(RLTrainingConfig):
     end_answer_token: str = "</answer>"  # generation also stops here
     system_prompt: str | None = None  # for rows without `system`; None = mlx-lm-lora's R1 prompt
     samples_per_report: int = 4  # completions stored in the samples table per report
-    # Initial adapter before GRPO: "auto" = the demo SFT warm start when both model and data
-    # are "demo", else none; "demo" = always that warm start; "none"; or an adapter file.
-    warm_start: str = "auto"
+    # Adapter weights to start from (e.g. an SFT run's adapter: "SFT then GRPO"); the KL
+    # reference carries them too, so the KL term measures drift from this starting point.
+    warm_start: str | None = None
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -190,15 +199,13 @@ class GRPOConfig(RLTrainingConfig):
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             out.append("system_prompt must be text or unset")
         _positive_int(out, "samples_per_report", self.samples_per_report, minimum=0)
-        if not isinstance(self.warm_start, str) or not self.warm_start.strip():
-            out.append("warm_start must be auto, demo, none or the path of an adapter .safetensors file")
-        elif self.warm_start not in ("auto", "demo", "none"):
-            path = Path(self.warm_start).expanduser()
+        if self.warm_start is not None:
+            path = Path(str(self.warm_start)).expanduser()
             if path.is_dir():
                 path = path / "adapters.safetensors"
-            if not path.is_file():
-                out.append(f"warm_start adapter not found: {self.warm_start} "
-                           "(use auto, demo, none or an adapters.safetensors file)")
+            if not isinstance(self.warm_start, str) or not path.is_file():
+                out.append(f"warm_start adapter not found: {self.warm_start!r} (give an adapters.safetensors "
+                           "file or an adapter folder, e.g. an SFT run's adapters, or leave it unset)")
         return out
 
 
@@ -259,16 +266,9 @@ class StopTraining(Exception):
 
 
 def resolve_data(config) -> Path:
-    """The dataset folder for a config, validated for its method (line-numbered problems)."""
-    try:
-        data_dir = datasets.resolve_dataset(config.data, method=config.method)
-    except TypeError:  # an older resolve_dataset without the method
-        data_dir = datasets.resolve_dataset(config.data)
-    report = datasets.validate_dataset(data_dir, method=config.method)
-    errors = [str(p) for p in report.problems if getattr(p, "level", "error") == "error"]
-    if errors:
-        raise datasets.DataError("dataset problems: " + "; ".join(errors[:10]))
-    return Path(data_dir)
+    """The dataset folder for a config ("demo" = the method family's demo set); jobs.start
+    has validated it for the method already."""
+    return Path(datasets.resolve_dataset(config.data, method=config.method))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -490,7 +490,7 @@ def seed_everything(seed: int) -> None:
 
 def initial_weights(config, ctx: RunContext, model_path: Path) -> tuple[str | None, str | None]:
     """(weights to start training from, weights the KL reference carries)."""
-    warm = warm_start_file(config, ctx, model_path) if isinstance(config, GRPOConfig) else None
+    warm = warm_start_file(config) if isinstance(config, GRPOConfig) else None
     if config.resume_adapter_file:
         return config.resume_adapter_file, warm
     return warm, warm
@@ -499,15 +499,10 @@ def initial_weights(config, ctx: RunContext, model_path: Path) -> tuple[str | No
 # -- GRPO ----------------------------------------------------------------------------------
 
 
-def warm_start_file(config: GRPOConfig, ctx: RunContext, model_path: Path) -> str | None:
-    choice = config.warm_start
-    if choice == "none" or (choice == "auto" and not (config.is_demo_data() and config.model == "demo")):
+def warm_start_file(config: GRPOConfig) -> str | None:
+    if not config.warm_start:
         return None
-    if choice in ("auto", "demo"):
-        from .. import demo_rl
-
-        return str(demo_rl.warm_start_adapter(config, model_path, log=ctx.log))
-    path = Path(choice).expanduser()
+    path = Path(config.warm_start).expanduser()
     return str(path / "adapters.safetensors" if path.is_dir() else path)
 
 
