@@ -91,3 +91,21 @@ def machine_summary() -> dict:
         info["memory_gb"] = None
     info["worker_blas"] = worker_env("auto")[1]
     return info
+
+
+def reexec_with_openblas(argv: list[str]) -> None:
+    """Restart this command with OpenBLAS preloaded when it is installed but not loaded.
+
+    LD_PRELOAD only works from process start, so CLI commands that compute in-process
+    (demo-model, generate, eval, fuse) re-exec once; DROIDFT_REEXEC marks the second start."""
+    if sys.platform != "linux" or os.environ.get("DROIDFT_REEXEC") or os.environ.get("DROIDFT_BLAS") == "reference":
+        return
+    if blas_in_use().startswith("openblas") or find_openblas() is None:
+        return
+    env, _ = worker_env("auto")
+    env["DROIDFT_REEXEC"] = "1"
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "droidft.cli", *argv], env)
+    except OSError:
+        pass  # carry on with the reference BLAS
+

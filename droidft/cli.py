@@ -14,6 +14,8 @@ import time
 from . import jobs, store
 
 EXIT_BAD_INPUT = 2
+# Commands that run MLX in this process (not in a worker) and so want OpenBLAS on Linux.
+COMPUTE_COMMANDS = {"demo-model", "generate", "compare", "fuse", "eval"}
 
 
 def _print_json(value) -> None:
@@ -287,9 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .blas import reexec_with_openblas
     from .config import ConfigError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.command in COMPUTE_COMMANDS:
+        reexec_with_openblas(argv)
     try:
         return args.func(args) or 0
     except ConfigError as exc:

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+. scripts/blas-env.sh
 address=127.0.0.1
 if [ "${1:-}" = "--lan" ]; then
   address=0.0.0.0
