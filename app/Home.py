@@ -8,9 +8,10 @@ and, on a freshly started server, runs a deep-linked page without this script.)
 
 import streamlit as st
 
-from common import PAGES
+from common import PAGES, role, sign_in_gate
 
 st.set_page_config(page_title="droidft", page_icon=":material/model_training:", layout="wide")
+sign_in_gate()
 
 
 def _page(key: str, **extra) -> st.Page:
@@ -23,4 +24,6 @@ navigation = st.navigation({
     "Train": [_page("data"), _page("sft"), _page("rl"), _page("monitor")],
     "Results": [_page("sessions"), _page("compare"), _page("fusion"), _page("evaluate")],
 })
+if role() == "viewer":
+    st.sidebar.caption("Signed in as a viewer: watch runs, compare answers.")
 navigation.run()

@@ -211,3 +211,62 @@ def data_mtime(data_path) -> float:
     p = Path(str(data_path))
     files = [p] if p.is_file() else list(p.glob("*.jsonl"))
     return max((f.stat().st_mtime for f in files if f.exists()), default=0.0)
+
+
+# -- LAN sharing: who may do what ------------------------------------------------------------
+
+
+def role() -> str | None:
+    """'owner' locally; in LAN mode the role the visitor signed in with (or None)."""
+    from droidft import security
+
+    return "owner" if not security.lan_mode() else st.session_state.get("role")
+
+
+def allowed(action: str) -> bool:
+    """May this visitor do `action` (start, stop, resume, delete, upload, fuse, evaluate, ...)?"""
+    from droidft import security
+
+    try:
+        security.require(role(), action)
+        return True
+    except security.AccessDenied:
+        return False
+
+
+def viewer_note(action: str) -> str | None:
+    """Help text for a button a viewer may not press."""
+    return None if allowed(action) else "Viewers can watch and compare; only the owner can " + action + "."
+
+
+def typed_path(path: str) -> str:
+    """A path typed into a page: refused (AccessDenied) in LAN mode outside the allowed folders."""
+    from droidft import security
+
+    if path and path != "demo":
+        security.check_path(path)
+    return path
+
+
+def sign_in_gate() -> None:
+    """In LAN mode, stop here until the visitor signs in (Home.py calls this before navigation)."""
+    from droidft import security
+
+    if not security.lan_mode() or st.session_state.get("role"):
+        return
+    st.title("droidft")
+    if not security.password_configured():
+        st.error("**This dashboard is shared on the network, but no password is set.** The owner sets "
+                 "one on this machine (see README, Sharing on a LAN), then reloads this page.",
+                 icon=":material/lock:")
+        st.stop()
+    with st.form("sign_in"):
+        st.markdown("This dashboard is shared on the network. Sign in with the owner's or a viewer's password.")
+        password = st.text_input("Password", type="password")
+        if st.form_submit_button("Sign in", type="primary"):
+            found = security.login(password)
+            if found:
+                st.session_state["role"] = found
+                st.rerun()
+            st.error("That password is not right.")
+    st.stop()

@@ -6,8 +6,11 @@ method's config class gets a complete form with no page code of its own.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
+from common import call, typed_path
 from droidft import ui_support as us
 
 NONE = "none"
@@ -124,8 +127,10 @@ def model_picker(prefix: str, models: list[dict], label_fn, default: str | None 
     choice = st.selectbox("Model", options, key=key, format_func=lambda p: labels.get(p, "Another model..."),
                           help=us.HELP["model"])
     if choice == "__other__":
-        return st.text_input("Model folder or downloaded hub id", key=widget_key(prefix, "model_other"),
-                             placeholder="/path/to/mlx-model or mlx-community/...").strip()
+        typed = st.text_input("Model folder or downloaded hub id", key=widget_key(prefix, "model_other"),
+                              placeholder="/path/to/mlx-model or mlx-community/...").strip()
+        looks_like_folder = typed.startswith(("/", "~", ".")) or Path(typed).expanduser().exists()
+        return call(typed_path, typed, doing="use this model folder", default="") if looks_like_folder else typed
     return "demo" if choice == (models[0]["path"] if models and models[0].get("source") == "demo" else None) else choice
 
 
@@ -142,6 +147,7 @@ def data_picker(prefix: str, datasets: list[dict], default: str | None = None) -
     choice = st.selectbox("Dataset", options, key=key, format_func=lambda p: labels.get(p, "Another folder..."),
                           help=us.HELP["data"])
     if choice == "__other__":
-        return st.text_input("Dataset folder (with train.jsonl and valid.jsonl)",
-                             key=widget_key(prefix, "data_other")).strip()
+        typed = st.text_input("Dataset folder (with train.jsonl and valid.jsonl)",
+                              key=widget_key(prefix, "data_other")).strip()
+        return call(typed_path, typed, doing="use this dataset folder", default="")
     return choice

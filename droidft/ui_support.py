@@ -569,6 +569,8 @@ def field_display_value(spec: FieldSpec, value) -> Any:
         return yaml.safe_dump(value, default_flow_style=True).strip()
     if spec.kind in ("int", "float", "str") and value is None:
         return ""
+    if spec.kind in ("int", "float") and spec.optional:
+        return str(value)  # optional numbers are typed as text (empty = none)
     return value
 
 
@@ -795,7 +797,7 @@ def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
         if isinstance(score, (int, float)):
             label += f"\n{score:.3g}"
         node(ekey, label, "#fce7f3")
-        target = ev.get("adapter_path") or ev.get("adapter") or ev.get("model")
+        target = ev.get("target") or ev.get("adapter_path") or ev.get("model")
         src = None
         if target:
             src = adapter_of.get(str(target)) or ("fused:" + str(target) if "fused:" + str(target) in seen else None)
@@ -1055,3 +1057,24 @@ def weight_table_frame(table: list[list[float]], labels: list[str]):
 def normalized(weights: list[float]) -> list[float]:
     total = sum(weights)
     return [w / total for w in weights] if total else weights
+
+
+SUITE_HEADLINE = {"loss": ("loss", "lower is better"), "accuracy": ("exact_match", "higher is better"),
+                  "reward": ("total", "higher is better")}
+
+
+def evaluation_rows(evaluations: list[dict]) -> list[dict]:
+    """Stored evaluations (newest first) as table rows with each suite's headline number."""
+    rows = []
+    for ev in evaluations:
+        results = ev.get("results") if isinstance(ev.get("results"), dict) else {}
+        key, _ = SUITE_HEADLINE.get(ev.get("suite"), ("score", ""))
+        value = results.get(key)
+        rows.append({
+            "when": fmt_time(ev.get("created_at")), "suite": ev.get("suite"),
+            "target": results.get("label") or short_path(ev.get("target")),
+            "metric": key, "value": float(value) if isinstance(value, (int, float)) else None,
+            "examples": results.get("n") or results.get("examples"),
+            "dataset": short_path(ev.get("dataset")), "run_id": ev.get("run_id"),
+        })
+    return rows

@@ -5,7 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from charts import histogram
-from common import attempt, call, data_mtime, goto, model_label, models, show_error, token_stats, tokenizer
+from common import (
+    allowed, attempt, call, data_mtime, goto, model_label, models, show_error, token_stats, tokenizer,
+    typed_path, viewer_note)
 from droidft import data as datasets
 from droidft import ui_support as us
 
@@ -35,6 +37,7 @@ with pick_tab:
                         format_func=lambda p: labels.get(p, "A folder or .jsonl file on this machine..."))
     if pick == "__other__":
         pick = st.text_input("Path", key="data.path", placeholder="/path/to/folder or file.jsonl").strip()
+        pick = call(typed_path, pick, doing="use this path", default="")
     if pick:
         st.session_state["data.selected"] = pick
 
@@ -42,7 +45,8 @@ with upload_tab:
     files = st.file_uploader("JSON Lines files", type=["jsonl"], accept_multiple_files=True, key="data.upload",
                              help="One file (split it below), or train.jsonl + valid.jsonl (+ test.jsonl).")
     up_name = st.text_input("Dataset name", key="data.upload_name", placeholder="my-dataset")
-    if st.button("Save upload", key="data.save_upload", disabled=not files, icon=":material/upload:"):
+    if st.button("Save upload", key="data.save_upload", disabled=not files or not allowed("upload"),
+                 help=viewer_note("upload"), icon=":material/upload:"):
         with attempt("save the upload"):
             folder = us.save_uploads([(f.name, f.getvalue()) for f in files], up_name)
             st.session_state["data.selected"] = str(folder)
@@ -57,7 +61,8 @@ with sample_tab:
     c1, c2 = st.columns(2)
     n_train = c1.number_input("Training rows", 4, 5000, 40, key="data.sample_train")
     n_valid = c2.number_input("Validation rows", 1, 1000, 8, key="data.sample_valid")
-    if st.button("Generate", key="data.generate", icon=":material/auto_awesome:"):
+    if st.button("Generate", key="data.generate", icon=":material/auto_awesome:",
+                 disabled=not allowed("sample-data"), help=viewer_note("sample-data")):
         with attempt("generate sample data"):
             folder = datasets.sample_data(method, us.new_dataset_dir(s_name), n_train=int(n_train),
                                           n_valid=int(n_valid))
@@ -112,7 +117,8 @@ with st.expander("Split into train / valid (/ test)", expanded=not report.ok and
     st.caption("Rows are shuffled with the seed. " + (
         "The dataset folder is split in place." if in_place else
         "The result is saved as a new dataset (the original is not changed)."))
-    if st.button("Split", key="data.split", icon=":material/call_split:"):
+    if st.button("Split", key="data.split", icon=":material/call_split:", disabled=not allowed("split"),
+                 help=viewer_note("split")):
         with attempt("split the dataset"):
             out = src if in_place else us.new_dataset_dir((src.stem if src.is_file() else src.name) + "-split")
             rep = datasets.split_dataset(src, out, valid_fraction=valid_f, test_fraction=test_f, seed=int(seed),

@@ -1,8 +1,105 @@
-"""evaluate (placeholder until its engine lands)."""
+"""Evaluate: run evaluation suites on the base model and adapters / fused models, show the
+results as a table and a chart, and keep the history."""
 
+import pandas as pd
 import streamlit as st
 
-from common import coming
+from charts import bar_chart
+from common import allowed, attempt, call, empty, engine, model_label, models, viewer_note
+from droidft import jobs
+from droidft import ui_support as us
 
 st.title("Evaluate")
-coming("This page", "Meanwhile, train and watch runs from Home, SFT setup and Monitor.")
+st.caption("Measure whether fine-tuning helped: loss on held-out data (lower is better), exact-match "
+           "accuracy of answers, or reward scores, for the base model and each fine-tuned version.")
+
+evaluate = engine("evaluate")
+if evaluate is None:
+    st.info("Evaluation needs the evaluation engine, which is not installed.", icon=":material/construction:")
+    st.stop()
+fusion = engine("fusion")
+
+runs = call(jobs.list_runs, doing="read the runs", default=[]) or []
+fused = (call(fusion.fused_artifacts, default=[]) or []) if fusion else []
+choices = us.adapter_choices(runs, fused)
+by_key = {c["key"]: c for c in choices}
+found = call(models, doing="look for models", default=[]) or []
+if not found:
+    st.stop()
+
+left, right = st.columns([2, 3])
+with left:
+    model_path = st.selectbox("Base model", [m["path"] for m in found], key="ev.model",
+                              format_func=lambda p: model_label(next(m for m in found if m["path"] == p)))
+    include_base = st.toggle("Include the base model", value=True, key="ev.base")
+with right:
+    usable = [c for c in choices if c["kind"] == "model" or us.same_base(c, model_path)]
+    wanted = st.query_params.get("run")
+    default = [c["key"] for c in usable if wanted and c.get("run_id") == wanted] or [c["key"] for c in usable[:1]]
+    picked = st.multiselect("Fine-tuned versions", [c["key"] for c in usable], key="ev.targets",
+                            default=default if "ev.targets" not in st.session_state else None,
+                            format_func=lambda k: by_key[k]["label"], placeholder="Pick adapters or fused models")
+if not choices:
+    empty("No fine-tuned adapters yet; you can still evaluate the base model. Fine-tune one first to "
+          "compare.", "home", "Go to Home")
+
+c1, c2, c3 = st.columns(3)
+suites = c1.multiselect("Suites", list(evaluate.SUITES), default=["loss", "accuracy"], key="ev.suites",
+                        help="loss: cross-entropy on the split (perplexity too) · accuracy: greedy answers "
+                             "scored by exact match and containment · reward: GRPO-style reward functions")
+datasets = call(us.list_datasets, default=[]) or [{"name": "demo", "path": "demo"}]
+data = c2.selectbox("Dataset", [d["path"] for d in datasets], key="ev.data",
+                    format_func=lambda p: "demo (built-in)" if p == "demo" else next(
+                        d["name"] for d in datasets if d["path"] == p))
+split = c3.segmented_control("Split", ["test", "valid"], default="test", key="ev.split", required=True,
+                             help="Held-out rows the models did not train on (test falls back to valid).")
+c4, c5, c6 = st.columns(3)
+limit = c4.number_input("Rows per suite", 1, 100000, 20, key="ev.limit", help="Fewer rows = faster.")
+max_tokens = c5.number_input("Max answer tokens", 1, 2048, 48, key="ev.max_tokens")
+pattern = c6.text_input("Regex an answer must match (optional)", key="ev.pattern")
+reward_names = None
+if "reward" in suites:
+    from droidft import rewards
+
+    options = [o["name"] for o in (call(rewards.available, default=[]) or [])]
+    reward_names = st.multiselect("Reward functions", options, key="ev.rewards",
+                                  placeholder="Default: the method's defaults") or None
+
+if st.button("Evaluate", type="primary", icon=":material/play_arrow:", key="ev.go",
+             disabled=not suites or not (include_base or picked) or not allowed("evaluate"),
+             help=viewer_note("evaluate")):
+    targets = [by_key[k]["value"] for k in picked]
+    with attempt("evaluate"), st.status("Evaluating...", expanded=True) as status:
+        report = evaluate.evaluate(
+            model_path, targets, data=data, suites=suites, include_base=include_base, split=split,
+            limit=int(limit), max_tokens=int(max_tokens), pattern=pattern or None,
+            reward_functions=reward_names, progress=lambda label, suite: status.write(f"{label}: {suite}"))
+        status.update(label=f"Done in {us.fmt_duration(report.seconds)}", state="complete", expanded=False)
+        st.session_state["ev.report"] = {"table": report.table(), "results": report.results}
+
+report = st.session_state.get("ev.report")
+if report:
+    st.subheader("Results")
+    table = pd.DataFrame(report["table"])
+    st.dataframe(table, hide_index=True, width="stretch")
+    numbers = [c for c in table.columns if c != "target" and c != "perplexity"]
+    if numbers:
+        long = table.melt(id_vars="target", value_vars=numbers, var_name="metric", value_name="value")
+        st.altair_chart(bar_chart(long, "metric", "value", "target", title="By metric"), width="stretch")
+    for r in report["results"]:
+        examples = [e for s in r["suites"].values() if isinstance(s.get("examples"), list)
+                    for e in s["examples"] if isinstance(e, dict)]
+        if examples:
+            with st.expander(f"Example answers: {r['label']}", icon=":material/chat:"):
+                st.dataframe(pd.DataFrame(examples), hide_index=True, width="stretch")
+
+st.subheader("History")
+from droidft import store  # noqa: E402
+
+history = call(store.evaluations, doing="read earlier evaluations", default=[]) or []
+if not history:
+    st.caption("No evaluations yet: results are kept here, per run and per fused model.")
+else:
+    rows = pd.DataFrame(us.evaluation_rows(history))
+    st.dataframe(rows, hide_index=True, width="stretch",
+                 column_config={"value": st.column_config.NumberColumn("value", format="%.4f")})

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from charts import schedule_chart
-from common import attempt, call, empty, engine, goto, model_label, models
+from common import allowed, attempt, call, empty, engine, goto, model_label, models, viewer_note
 from droidft import jobs, paths
 from droidft import ui_support as us
 
@@ -105,7 +105,8 @@ if to == "adapter":
                               help="0 = the sum of the input ranks (lossless for linear fusion). Lower is "
                                    "smaller but approximate (the retained energy is reported).")
     rank = int(rank_in) or None
-if st.button("Fuse", type="primary", icon=":material/merge:", disabled=table is None, key="fus.go"):
+if st.button("Fuse", type="primary", icon=":material/merge:", disabled=table is None or not allowed("fuse"),
+             help=viewer_note("fuse"), key="fus.go"):
     out = us.unique_path(paths.home() / "fused", name or f"fused-{method}")
     with attempt("fuse the adapters"), st.spinner("Fusing..."):
         result = fusion.fuse([by_key[k]["value"] for k in picked], weights, out=out, to=to, method=method,

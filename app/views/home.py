@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from common import attempt, call, empty, goto, link, machine, run_line, status_text
+from common import allowed, attempt, call, empty, goto, link, machine, run_line, status_text, viewer_note
 from droidft import jobs
 from droidft import ui_support as us
 
@@ -23,7 +23,8 @@ with st.container(border=True):
         )
     with right:
         if st.button("Fine-tune the demo model", type="primary", icon=":material/rocket_launch:",
-                     key="demo_start", width="stretch"):
+                     key="demo_start", width="stretch",
+                     disabled=not allowed("start"), help=viewer_note("start")):
             with attempt("start the demo fine-tune"), st.spinner("Starting the demo run..."):
                 run_id = jobs.start(us.demo_config())
                 goto("monitor", run=run_id)

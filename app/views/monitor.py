@@ -6,7 +6,9 @@ import time
 import streamlit as st
 
 from charts import series_chart
-from common import POLL_SECONDS, attempt, call, empty, goto, link, run_label, show_error, status_badge
+from common import (
+    POLL_SECONDS, allowed, attempt, call, empty, goto, link, run_label, show_error, status_badge,
+    viewer_note)
 from droidft import jobs, store
 from droidft import ui_support as us
 
@@ -44,15 +46,15 @@ with actions:
     buttons = st.container(horizontal=True, horizontal_alignment="right")
     active = run.get("status") in jobs.ACTIVE
     if active:
-        if buttons.button("Stop", icon=":material/stop_circle:", key="stop",
-                          help="Ends training after the current step and saves the adapter."):
+        if buttons.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not allowed("stop"),
+                          help=viewer_note("stop") or "Ends training after the current step and saves the adapter."):
             with attempt("stop the run"):
                 jobs.stop(run_id)
                 st.toast("Stop requested: the run saves its adapter and ends.")
     else:
         if run.get("status") in ("stopped", "failed") and buttons.button(
-                "Resume", icon=":material/play_circle:", key="resume",
-                help="Continues from the last checkpoint as a new, linked run."):
+                "Resume", icon=":material/play_circle:", key="resume", disabled=not allowed("resume"),
+                help=viewer_note("resume") or "Continues from the last checkpoint as a new, linked run."):
             with attempt("resume the run"):
                 new_id = jobs.resume(run_id)
                 st.query_params["run"] = new_id

@@ -3,7 +3,7 @@ selected method's config dataclass, so every method the engine registers gets on
 
 import streamlit as st
 
-from common import attempt, call, goto, link, lora_keys, model_label, models
+from common import allowed, attempt, call, goto, link, lora_keys, model_label, models, viewer_note
 from forms import config_form, data_picker, init_state, model_picker
 from droidft import jobs, methods
 from droidft import ui_support as us
@@ -100,7 +100,7 @@ if config is not None:
 if problems:
     st.error("**Fix these settings before starting:**\n" + "\n".join(f"- {p}" for p in problems),
              icon=":material/error:")
-if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=bool(problems),
-             key=f"{P}.start"):
+if st.button("Start training", type="primary", icon=":material/play_arrow:",
+             disabled=bool(problems) or not allowed("start"), help=viewer_note("start"), key=f"{P}.start"):
     with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
         goto("monitor", run=jobs.start(config))

@@ -4,7 +4,7 @@ resume, delete, export, download; the lineage graph."""
 import streamlit as st
 
 from charts import overlay_chart
-from common import attempt, call, empty, goto, show_error
+from common import allowed, attempt, call, empty, goto, show_error
 from droidft import jobs, store
 from droidft import ui_support as us
 
@@ -134,15 +134,15 @@ if len(picked) == 1:
         if run.get("adapter_path") and bar.button("Compare", icon=":material/compare:", key="open_compare"):
             goto("compare", run=run["id"])
         if run.get("status") in ("stopped", "failed") and bar.button(
-                "Resume", icon=":material/play_circle:", key="resume"):
+                "Resume", icon=":material/play_circle:", key="resume", disabled=not allowed("resume")):
             with attempt("resume the run"):
                 goto("monitor", run=jobs.resume(run["id"]))
         if run.get("status") in jobs.ACTIVE:
-            if bar.button("Stop", icon=":material/stop_circle:", key="stop"):
+            if bar.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not allowed("stop")):
                 with attempt("stop the run"):
                     jobs.stop(run["id"])
                     st.toast("Stop requested.")
-        elif bar.button("Delete", icon=":material/delete:", key="delete"):
+        elif bar.button("Delete", icon=":material/delete:", key="delete", disabled=not allowed("delete")):
             st.session_state["pending_delete"] = [run["id"]]
         config = run.get("config") or {}
         bar.download_button("Config (YAML)", us.config_yaml(config), file_name=f"{run['id']}.yaml",
@@ -164,7 +164,7 @@ if len(picked) == 1:
 elif len(picked) > 1:
     deletable = [r for r in picked if table.set_index("id").loc[r, "status"] not in jobs.ACTIVE]
     if deletable and st.button(f"Delete {len(deletable)} selected runs", icon=":material/delete:",
-                               key="delete_many"):
+                               key="delete_many", disabled=not allowed("delete")):
         st.session_state["pending_delete"] = deletable
 if st.session_state.get("pending_delete"):
     confirm_delete(st.session_state["pending_delete"])

@@ -3,7 +3,9 @@ mlx-lm command and YAML, a memory/time estimate, and the start button."""
 
 import streamlit as st
 
-from common import attempt, call, data_mtime, goto, lora_keys, machine, model_label, models, token_stats
+from common import (
+    allowed, attempt, call, data_mtime, goto, lora_keys, machine, model_label, models, token_stats,
+    viewer_note)
 from forms import apply_values, config_form, data_picker, init_state, model_picker
 from droidft import jobs
 from droidft import ui_support as us
@@ -95,8 +97,8 @@ if config is not None and model_path is not None:
 if problems:
     st.error("**Fix these settings before starting:**\n" + "\n".join(f"- {p}" for p in problems),
              icon=":material/error:")
-if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=bool(problems),
-             key="sft.start"):
+if st.button("Start training", type="primary", icon=":material/play_arrow:",
+             disabled=bool(problems) or not allowed("start"), help=viewer_note("start"), key="sft.start"):
     with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
         run_id = jobs.start(config)
         goto("monitor", run=run_id)

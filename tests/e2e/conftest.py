@@ -1,0 +1,122 @@
+"""Browser journeys: a real `streamlit run app/Home.py` server (with its own droidft home) driven
+by Playwright in the system Chromium. Screenshots go to test-artifacts/e2e/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("DROIDFT_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts" / "e2e"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/e2e" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+            if not Path(CHROMIUM).exists():
+                item.add_marker(pytest.mark.skip(
+                    reason=f"no Chromium at {CHROMIUM}: run scripts/install-system-deps.sh "
+                           "(or set DROIDFT_CHROMIUM) to run the browser journeys"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, demo_model):
+    """A dashboard server like a user starts it, on a free port, with a fresh home."""
+    home = tmp_path_factory.mktemp("e2e_home")
+    port = free_port()
+    env = dict(os.environ, DROIDFT_HOME=str(home), PYTHONUNBUFFERED="1")
+    log = open(home / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("streamlit did not start:\n" + (home / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield {"url": url, "home": home, "proc": proc}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    # stop any worker the journeys left running in that home
+    old = os.environ.get("DROIDFT_HOME")
+    os.environ["DROIDFT_HOME"] = str(home)
+    try:
+        from droidft import jobs
+
+        for run in jobs.list_runs(status=jobs.ACTIVE):
+            try:
+                jobs.stop(run["id"])
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+    finally:
+        if old is None:
+            os.environ.pop("DROIDFT_HOME", None)
+        else:
+            os.environ["DROIDFT_HOME"] = old
+    shutil.copy(home / "streamlit.log", ARTIFACTS / "streamlit.log") if ARTIFACTS.exists() else None
+
+
+@pytest.fixture
+def server_home(server, monkeypatch):
+    """Engine calls from the test process see the server's home."""
+    monkeypatch.setenv("DROIDFT_HOME", str(server["home"]))
+    return server["home"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1440, "height": 1500})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        pg.screenshot(path=str(ARTIFACTS / f"FAILED-{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+

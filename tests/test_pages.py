@@ -1,0 +1,519 @@
+"""Every dashboard page under Streamlit's AppTest: renders on an empty home and on a home with
+real runs, forms validate, buttons call the engine. Runs are real MLX training of the demo model."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from droidft import jobs, store
+from droidft import ui_support as us
+from droidft.config import LoraParameters, SFTConfig
+
+APP = Path(__file__).resolve().parent.parent / "app" / "Home.py"
+VIEWS = ["views/home.py", "views/data.py", "views/sft_setup.py", "views/rl_setup.py", "views/monitor.py",
+         "views/sessions.py", "views/compare.py", "views/fusion.py", "views/evaluate.py"]
+TIMEOUT = 240  # a loaded 2-core machine loads models and tokenizers slowly
+
+
+def open_page(view: str = "views/home.py", **query) -> AppTest:
+    """Run the app, then switch to `view` with query parameters, as a browser would."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.switch_page(view).run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [str(e.value) for e in getattr(at, kind)]
+
+
+def charts(at: AppTest) -> list:
+    return list(at.get("vega_lite_chart"))
+
+
+def tiny(**overrides) -> SFTConfig:
+    """A real, short SFT run of the demo model on the demo data."""
+    values = dict(model="demo", data="demo", iters=10, batch_size=4, learning_rate=1e-3,
+                  steps_per_report=2, steps_per_eval=5, save_every=5, val_batches=2,
+                  max_seq_length=128, lora_parameters=LoraParameters(rank=4, scale=10.0))
+    values.update(overrides)
+    return SFTConfig(**values)
+
+
+def wait_for(predicate, timeout=300.0, poll=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("timed out waiting")
+
+
+def stop_all() -> None:
+    for run in jobs.list_runs(status=jobs.ACTIVE):
+        try:
+            jobs.stop(run["id"])
+        except jobs.RunError:
+            pass
+    for run in store.list_runs(status=jobs.ACTIVE):
+        jobs.wait(run["id"], timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs_home(tmp_path_factory, demo_model):
+    """A home with two completed real runs (different learning rates), shared by read-only tests."""
+    home = tmp_path_factory.mktemp("runs_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DROIDFT_HOME", str(home))
+        ids = [jobs.start(tiny(name="first", learning_rate=1e-3)),
+               jobs.start(tiny(name="second", learning_rate=2e-3, seed=1))]
+        for rid in ids:
+            run = jobs.wait(rid, timeout=900)
+            assert run["status"] == "completed", run.get("error")
+    return {"home": home, "ids": ids}
+
+
+@pytest.fixture
+def with_runs(runs_home, monkeypatch):
+    monkeypatch.setenv("DROIDFT_HOME", str(runs_home["home"]))
+    return runs_home["ids"]
+
+
+def fake_run(status="stopped", name="fake", metrics=True, **config) -> str:
+    """A run row as the worker leaves it (no training), for tests of buttons on finished runs."""
+    rid = store.create_run(method="sft", config=tiny(**config).to_dict(), model="demo", data="demo", name=name)
+    now = time.time()
+    store.update_run(rid, status=status, started_at=now - 30, ended_at=now)
+    if metrics:
+        store.add_metrics([(rid, s, "train_loss", 3.0 - 0.1 * s, now - 30 + s) for s in range(1, 11)])
+    return rid
+
+
+# -- every page, empty and full -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_page_renders_on_an_empty_home(view, demo_model):
+    at = open_page(view)
+    assert at.title, "every page has a title"
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_every_page_renders_on_a_home_with_runs(view, with_runs):
+    query = {}
+    if view in ("views/monitor.py", "views/compare.py"):
+        query = {"run": with_runs[0]}
+    if view == "views/sessions.py":
+        query = {"select": ",".join(with_runs)}
+    open_page(view, **query)
+
+
+def test_empty_states_say_what_to_do_next(demo_model):
+    assert any("No runs yet" in t for t in texts(open_page("views/sessions.py"), "info"))
+    assert any("No runs yet" in t for t in texts(open_page("views/monitor.py"), "info"))
+    assert any("Fusion needs at least two adapters" in t for t in texts(open_page("views/fusion.py"), "info"))
+    assert any("No fine-tuned adapters yet" in t for t in texts(open_page("views/compare.py"), "info"))
+
+
+# -- Home ------------------------------------------------------------------------------------------------
+
+
+def test_home_demo_button_starts_a_real_run_and_opens_its_monitor(demo_model):
+    at = open_page("views/home.py")
+    at.button(key="demo_start").click().run()
+    assert_clean(at)
+    try:
+        runs = store.list_runs()
+        assert len(runs) == 1 and runs[0]["name"] == "Demo fine-tune"
+        assert runs[0]["config"]["iters"] == us.demo_config().iters
+        assert at.query_params["run"] == [runs[0]["id"]] or at.query_params["run"] == runs[0]["id"]
+        assert "Monitor" in texts(at, "title")
+    finally:
+        stop_all()
+
+
+# -- Monitor ------------------------------------------------------------------------------------------------
+
+
+def test_monitor_shows_progress_metrics_charts_and_log_of_a_finished_run(with_runs):
+    at = open_page("views/monitor.py", run=with_runs[0])
+    assert at.get("progress")[0].proto.value == 100
+    assert "step 10 / 10" in at.get("progress")[0].proto.text
+    assert len(charts(at)) >= 4  # loss, learning rate, tokens/s, memory
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Train loss"]) > 0
+    assert any("worker" in c.value for c in at.code), "the log tail is shown"
+    assert [b.label for b in at.button if b.label == "Compare with base"]
+
+
+def test_monitor_follows_a_live_run_incrementally_and_stop_button_stops_it(demo_model):
+    rid = jobs.start(tiny(iters=100000, steps_per_eval=100000, save_every=50, name="live"))
+    try:
+        wait_for(lambda: store.metrics(rid, names=["train_loss"]), timeout=600)
+        at = open_page("views/monitor.py", run=rid)
+        first = at.session_state["monitor_cache"][rid]["frame"]
+        n_first = len(first)
+        assert n_first > 0 and store.get_run(rid)["status"] == "running"
+        wait_for(lambda: len(store.metrics(rid)) > n_first + 6, timeout=300)
+        at.run()
+        assert_clean(at)
+        frame = at.session_state["monitor_cache"][rid]["frame"]
+        assert len(frame) > n_first, "new rows were merged in"
+        assert not frame.duplicated(subset=["name", "step"]).any(), "overlapping polls leave no duplicates"
+        stored = store.metrics(rid)
+        seen = {(r["name"], r["step"]) for r in frame.to_dict("records")}
+        assert seen <= {(r["name"], r["step"]) for r in stored}
+        assert "about" in at.get("progress")[0].proto.text  # an ETA while running
+        at.button(key="stop").click().run()
+        assert_clean(at)
+        run = jobs.wait(rid, timeout=300)
+        assert run["status"] == "stopped"
+    finally:
+        stop_all()
+
+
+def test_monitor_with_an_unknown_run_explains_instead_of_raising(demo_model):
+    at = open_page("views/monitor.py", run="no-such-run")
+    assert any("No run 'no-such-run'" in e for e in texts(at, "error"))
+
+
+def test_monitor_resume_button_continues_a_stopped_run(demo_model):
+    rid = jobs.start(tiny(iters=100000, steps_per_eval=100000, save_every=4, name="to resume"))
+    try:
+        wait_for(lambda: [a for a in store.artifacts(rid, kind="checkpoint")], timeout=600)
+        jobs.stop(rid)
+        assert jobs.wait(rid, timeout=300)["status"] == "stopped"
+        at = open_page("views/monitor.py", run=rid)
+        at.button(key="resume").click().run()
+        assert_clean(at)
+        children = [r for r in store.list_runs() if r.get("parent_id") == rid]
+        assert len(children) == 1
+        assert at.query_params["run"] in (children[0]["id"], [children[0]["id"]])
+    finally:
+        stop_all()
+
+
+# -- Sessions ----------------------------------------------------------------------------------------------------
+
+
+def test_sessions_lists_runs_overlays_two_and_diffs_their_settings(with_runs):
+    at = open_page("views/sessions.py", select=",".join(with_runs))
+    table = at.dataframe[0].value
+    assert set(with_runs) <= set(table["id"]) and {"first", "second"} <= set(table["name"])
+    assert {"Curves", "Settings that differ"} <= set(texts(at, "subheader"))
+    assert charts(at), "the overlay chart is drawn"
+    diff = at.dataframe[1].value
+    assert {"learning_rate", "seed"} <= set(diff["setting"])
+
+
+def test_sessions_filters(demo_model):
+    fake_run(status="completed", name="alpha")
+    fake_run(status="failed", name="beta")
+    at = open_page("views/sessions.py")
+    at.multiselect(key="f_status").select("failed").run()
+    assert list(at.dataframe[0].value["name"]) == ["beta"]
+    at.multiselect(key="f_status").unselect("failed").run()
+    at.text_input(key="f_text").input("alp").run()
+    assert list(at.dataframe[0].value["name"]) == ["alpha"]
+
+
+def test_sessions_delete_asks_then_removes_rows_and_files(demo_model):
+    from droidft import paths
+
+    rid = fake_run(name="doomed")
+    paths.run_dir(rid).mkdir(parents=True, exist_ok=True)
+    (paths.run_dir(rid) / "worker.log").write_text("x")
+    at = open_page("views/sessions.py", select=rid)
+    at.button(key="delete").click().run()
+    assert store.get_run(rid) is not None, "nothing is deleted before the confirmation"
+    at.button(key="confirm_delete").click().run()
+    assert_clean(at)
+    assert store.get_run(rid) is None and not paths.run_dir(rid).exists()
+    assert store.metrics(rid) == []
+
+
+def test_sessions_single_run_offers_exports_and_commands(with_runs):
+    at = open_page("views/sessions.py", select=with_runs[0])
+    codes = " ".join(c.value for c in at.code)
+    assert "droidft train sft" in codes and "mlx_lm lora" in codes
+    labels = {b.label for b in at.get("download_button")}
+    assert {"Config (YAML)", "Adapter (zip)"} <= labels
+    assert at.get("graphviz_chart"), "the lineage graph is drawn"
+
+
+# -- SFT and RL setup --------------------------------------------------------------------------------------------
+
+
+def test_sft_form_refuses_bad_values_with_a_message_and_disabled_start(demo_model):
+    at = open_page("views/sft_setup.py")
+    at.number_input(key="sft.iters").set_value(0).run()
+    errors = " ".join(texts(at, "error"))
+    assert "iters must be a whole number >= 1" in errors
+    assert at.button(key="sft.start").disabled
+    at.text_input(key="sft.optimizer_config").input("{not: [valid").run()
+    assert "Optimizer config is not valid YAML" in " ".join(texts(at, "error"))
+    assert not store.list_runs()
+
+
+def test_sft_presets_fill_the_form(demo_model):
+    at = open_page("views/sft_setup.py")
+    assert at.number_input(key="sft.iters").value == us.demo_config().iters
+    at.segmented_control(key="sft.preset").set_value("balanced").run()
+    assert at.number_input(key="sft.iters").value == 600
+    assert at.toggle(key="sft.mask_prompt").value is True
+    assert any("mlx_lm lora" in c.value for c in at.code), "the stock command is shown"
+    assert {m.label for m in at.metric} >= {"Memory", "Time"}, "an estimate is shown"
+
+
+def test_sft_start_button_starts_the_configured_run(demo_model):
+    at = open_page("views/sft_setup.py")
+    at.number_input(key="sft.iters").set_value(6).run()
+    at.text_input(key="sft.name").input("from the form").run()
+    at.button(key="sft.start").click().run()
+    assert_clean(at)
+    try:
+        runs = store.list_runs()
+        assert len(runs) == 1 and runs[0]["name"] == "from the form" and runs[0]["config"]["iters"] == 6
+        assert "Monitor" in texts(at, "title")
+    finally:
+        stop_all()
+
+
+def test_rl_form_exists_for_every_registered_rl_method(demo_model):
+    from droidft import methods
+
+    names = [m.name for m in methods.available() if m.family != "sft"]
+    if not names:
+        pytest.skip("no RL methods registered")
+    at = open_page("views/rl_setup.py")
+    for name in names:
+        at.segmented_control(key="rl.method").set_value(name).run()
+        assert_clean(at)
+        assert at.button(key=f"rl.{name}.start"), name
+        if {"reward_functions", "reward_weights"} <= methods.get(name).config_class.field_names():
+            assert at.multiselect(key=f"rl.{name}.rewards")
+
+
+def test_rl_form_validates(demo_model):
+    from droidft import methods
+
+    if "grpo" not in [m.name for m in methods.available()]:
+        pytest.skip("GRPO not registered")
+    at = open_page("views/rl_setup.py", method="grpo")
+    at.number_input(key="rl.grpo.group_size").set_value(1).run()
+    assert "group_size must be >= 2" in " ".join(texts(at, "error"))
+    assert at.button(key="rl.grpo.start").disabled
+
+
+# -- Data ------------------------------------------------------------------------------------------------------
+
+
+def test_data_page_validates_the_demo_and_previews_it(demo_model):
+    at = open_page("views/data.py")
+    at.selectbox(key="data.pick").select("demo").run()
+    assert_clean(at)
+    assert any("Ready for SFT" in s for s in texts(at, "success"))
+    assert any("<|assistant|>" in c.value or "assistant" in c.value for c in at.code), "rows as the model sees them"
+    assert charts(at), "token-length histogram"
+
+
+def test_data_page_lists_line_numbered_problems(demo_model):
+    folder = us.datasets_dir() / "broken"
+    folder.mkdir()
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+    (folder / "train.jsonl").write_text(good + "\n{not json\n" + good + "\n")
+    (folder / "valid.jsonl").write_text(good + "\n")
+    at = open_page("views/data.py")
+    at.selectbox(key="data.pick").select(str(folder)).run()
+    assert_clean(at)
+    assert any("Not ready" in e for e in texts(at, "error"))
+    problems = at.dataframe[0].value
+    assert 2 in set(problems["line"]) and "train.jsonl" in set(problems["file"])
+
+
+def test_data_page_generates_sample_data_and_splits_an_upload(demo_model):
+    at = open_page("views/data.py")
+    at.selectbox(key="data.method").select("dpo").run()
+    at.button(key="data.generate").click().run()
+    assert_clean(at)
+    assert Path(at.session_state["data.selected"]).name.startswith("sample-dpo")
+    assert any("Ready for DPO" in s for s in texts(at, "success"))
+
+    rows = "".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(20))
+    folder = us.save_uploads([("../../my data.jsonl", rows.encode())], "upload")
+    assert folder.parent == us.datasets_dir() and (folder / "train.jsonl").is_file()
+    at = open_page("views/data.py")
+    at.selectbox(key="data.pick").select(str(folder)).run()
+    assert any("Not ready" in e for e in texts(at, "error")), "no validation split yet"
+    at.button(key="data.split").click().run()
+    assert_clean(at)
+    assert (folder / "valid.jsonl").is_file()
+    assert any("Ready for SFT" in s for s in texts(at, "success"))
+
+
+# -- Compare and Fusion ------------------------------------------------------------------------------------------
+
+
+def test_compare_base_and_adapter_answer_side_by_side(with_runs):
+    at = open_page("views/compare.py", run=with_runs[0])
+    assert at.multiselect(key="cmp.targets").value == [f"run:{with_runs[0]}"]
+    at.button(key="cmp.go").click().run()
+    assert_clean(at)
+    speeds = [c for c in texts(at, "caption") if "tokens/s" in c]
+    assert len(speeds) == 2, "one answer (with its speed) for the base and one for the adapter"
+    results = at.session_state["cmp.results"]
+    assert set(results) == {"base", f"run:{with_runs[0]}"}
+
+
+def test_compare_bad_sampling_is_a_message(with_runs):
+    at = open_page("views/compare.py", run=with_runs[0])
+    at.number_input(key="cmp.rep").set_value(0.0).run()
+    at.button(key="cmp.go").click().run()
+    assert_clean(at)
+    assert any("repetition_penalty" in e for e in texts(at, "error"))
+
+
+def test_fusion_fuses_two_adapters_and_offers_the_result_to_compare(with_runs):
+    at = open_page("views/fusion.py")
+    assert len(at.multiselect(key="fus.adapters").value) == 2
+    at.button(key="fus.go").click().run()
+    assert_clean(at)
+    result = at.session_state["fus.result"]
+    assert Path(result["out"]).is_dir() and result["retained_energy"]["total"] > 0.99
+    at.button(key="fus.compare").click().run()
+    assert_clean(at)
+    assert "Compare" in texts(at, "title")
+    assert any(k.startswith("fused:") for k in at.multiselect(key="cmp.targets").value)
+
+
+def test_fusion_layer_ranges_that_miss_layers_are_explained(with_runs):
+    at = open_page("views/fusion.py")
+    at.segmented_control(key="fus.mode").set_value("gradient").run()
+    assert_clean(at)
+    assert charts(at), "the schedule preview"
+    at.toggle(key="fus.any_sum").set_value(False).run()
+    at.number_input(key="fus.s.0").set_value(3.0).run()
+    assert any("sum to" in e for e in texts(at, "error"))
+    assert at.button(key="fus.go").disabled
+
+
+# -- ui_support (no Streamlit) -----------------------------------------------------------------------------
+
+
+def test_formatting():
+    assert us.fmt_duration(5) == "5.0 s" and us.fmt_duration(125) == "2 min 05 s"
+    assert us.fmt_duration(None) == "-" and us.fmt_duration(float("nan")) == "-"
+    assert us.fmt_count(2_500_000) == "2.5M" and us.fmt_count(12) == "12"
+    assert us.short_blas("openblas (/usr/lib/x/libopenblas.so.0)") == "openblas"
+    assert us.fmt_device("Device(gpu, 0)") == "GPU (Metal)"
+
+
+def test_progress_and_eta_from_metrics():
+    now = 1000.0
+    rows = [{"step": s, "time": 900 + s, "name": "train_loss", "value": 1.0} for s in (10, 20, 30)]
+    run = {"status": "running", "config": {"iters": 100, "start_step": 0}, "started_at": 890}
+    p = us.run_progress(run, rows, now=now)
+    assert p.step == 30 and p.total == 100 and math.isclose(p.fraction, 0.3)
+    assert math.isclose(p.steps_per_s, 1.0) and math.isclose(p.eta_s, 70.0)
+    resumed = {"status": "running", "config": {"iters": 50, "start_step": 20}, "started_at": 890}
+    assert us.run_progress(resumed, rows, now=now).step == 10
+
+
+def test_merge_metrics_drops_overlap():
+    a = [{"step": 1, "time": 1.0, "name": "x", "value": 1.0}, {"step": 2, "time": 2.0, "name": "x", "value": 2.0}]
+    b = [{"step": 2, "time": 2.0, "name": "x", "value": 2.0}, {"step": 3, "time": 3.0, "name": "x", "value": 3.0}]
+    merged = us.merge_metrics(us.merge_metrics(None, a), b)
+    assert list(merged["step"]) == [1, 2, 3]
+
+
+def test_chart_groups_include_rl_metrics():
+    groups = {t: ns for t, ns, _ in us.chart_groups(
+        {"train_loss", "val_loss", "learning_rate", "train_total_rewards_mean", "train_r1_accuracy_reward_func_mean",
+         "train_kl", "train_average_generated_tokens", "tokens_per_second"})}
+    assert groups["Loss"] == ["train_loss", "val_loss"]
+    assert "train_total_rewards_mean" in groups["Reward"]
+    assert groups["KL divergence"] == ["train_kl"]
+
+
+def test_field_specs_cover_every_method_and_defaults_are_valid():
+    from droidft import methods
+
+    for method in methods.available():
+        specs = us.field_specs(method.config_class)
+        assert specs, method.name
+        values = {s.name: s.default for s in specs}
+        config, problems = us.build_config(method.config_class, values)
+        assert config is not None and problems == [], (method.name, problems)
+        for spec in specs:  # every value survives the form round trip
+            shown = us.field_display_value(spec, spec.default)
+            if spec.kind not in ("choice", "multichoice", "bool"):
+                assert us.parse_field(spec, shown) == spec.default or (
+                    spec.default in ({}, []) and us.parse_field(spec, shown) in (None, {}, [])), spec.name
+
+
+def test_estimate_grows_with_batch_and_drops_with_checkpointing():
+    cfg = {"hidden_size": 512, "num_hidden_layers": 8, "intermediate_size": 1408, "num_attention_heads": 8,
+           "vocab_size": 32000}
+    small = us.estimate_run(SFTConfig(batch_size=1), cfg)
+    big = us.estimate_run(SFTConfig(batch_size=8), cfg)
+    ckpt = us.estimate_run(SFTConfig(batch_size=8, grad_checkpoint=True), cfg)
+    assert small.memory_gb < big.memory_gb and ckpt.memory_gb < big.memory_gb
+    assert us.estimate_run(SFTConfig(), cfg, measured_tokens_per_s=1000).basis.startswith("measured")
+
+
+def test_config_diff_and_lineage():
+    rows = us.config_diff({"a": 1, "lora": {"rank": 8}}, {"a": 1, "lora": {"rank": 16}})
+    assert rows == [{"setting": "lora.rank", "a": "8", "b": "16"}]
+    runs = [{"id": "r1", "name": "one", "status": "completed", "data": "/d/chat", "adapter_path": "/runs/r1/adapters"},
+            {"id": "r2", "name": "two", "status": "completed", "data": "/d/chat", "adapter_path": "/runs/r2/adapters",
+             "parent_id": "r1"}]
+    fused = [{"kind": "fused_adapter", "path": "/home/fused/f", "meta": {"inputs": [
+        {"path": "/runs/r1/adapters", "run_id": "r1"}, {"path": "/runs/r2/adapters", "run_id": "r2"}]}}]
+    evals = [{"id": "e1", "suite": "loss", "target": "/home/fused/f"}]
+    dot = us.lineage_dot(runs, fused, evals)
+    assert '"adapter:/runs/r1/adapters" -> "fused:/home/fused/f"' in dot
+    assert '"run:r1" -> "run:r2" [style=dashed]' in dot
+    assert '"fused:/home/fused/f" -> "eval:e1"' in dot
+
+
+def test_uploads_are_confined_and_named_safely(demo_model):
+    from droidft.data import DataError
+
+    folder = us.save_uploads([("../../../etc/train.jsonl", b'{"text": "a"}\n')], "../../x")
+    assert folder.parent == us.datasets_dir() and (folder / "train.jsonl").read_bytes() == b'{"text": "a"}\n'
+    with pytest.raises(DataError):
+        us.save_uploads([("evil.py", b"print(1)")], "x")
+    with pytest.raises(DataError):
+        us.save_uploads([("train.jsonl", b"x" * 100)], "x", max_bytes=10)
+
+
+# -- Evaluate ------------------------------------------------------------------------------------------------
+
+
+def test_evaluate_runs_suites_on_base_and_adapter_and_keeps_history(with_runs):
+    at = open_page("views/evaluate.py", run=with_runs[0])
+    assert at.multiselect(key="ev.targets").value == [f"run:{with_runs[0]}"]
+    at.multiselect(key="ev.suites").set_value(["loss"]).run()
+    at.number_input(key="ev.limit").set_value(4).run()
+    at.button(key="ev.go").click().run()
+    assert_clean(at)
+    table = at.session_state["ev.report"]["table"]
+    assert [r["target"] for r in table] == ["base", with_runs[0]]
+    assert all(r["loss"] > 0 for r in table)
+    assert charts(at)
+    history = at.dataframe[-1].value
+    assert len(history) >= 2 and set(history["suite"]) == {"loss"}
