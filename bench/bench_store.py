@@ -69,13 +69,26 @@ def fresh_home() -> Path:
     return home
 
 
-def median_ms(fn, n=40) -> float:
+class Timing(float):
+    """A median in ms that prints as "median (min)": on a busy machine the minimum is the
+    better estimate of the cost itself, the median of what a user sees."""
+
+    def __new__(cls, median, low):
+        obj = super().__new__(cls, median)
+        obj.low = low
+        return obj
+
+    def __format__(self, spec):
+        return f"{float(self):{spec}} ({self.low:{spec}})"
+
+
+def median_ms(fn, n=40) -> Timing:
     ts = []
     for _ in range(n):
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1000
+    return Timing(statistics.median(ts) * 1000, min(ts) * 1000)
 
 
 def single_process(attach: bool) -> list[tuple[str, str]]:
@@ -99,8 +112,16 @@ def single_process(attach: bool) -> list[tuple[str, str]]:
     out.append(("write: 1,000 rows in one add_metrics",
                 f"{median_ms(lambda: store.add_metrics([(rid, next(step), 'x', 1.0, 1.0) for _ in range(1000)]), 20):.1f} ms"))
     out.append(("read: read-only open + get_run + close", f"{median_ms(lambda: store.get_run(rid)):.1f} ms"))
-    out.append(("read: snapshot (run, metrics, events, artifacts, samples)",
-                f"{median_ms(lambda: store.snapshot(rid)):.1f} ms"))
+    mon = store.create_run(method="grpo", config={}, model="m", data="d")
+    store.add_metrics([(mon, s, n, 1.0, float(s)) for s in range(250) for n in ("train_loss", "val_loss", "lr", "tok")])
+    store.add_events([(mon, float(t), "info", f"line {t}") for t in range(200)])
+    store.add_samples([(mon, s, float(s), "prompt " * 20, "completion " * 40, 0.5, {"r": 1}) for s in range(100)])
+    for s in range(5):
+        store.add_artifact(kind="checkpoint", path=f"/c/{s}", run_id=mon, step=s)
+    out.append(("read: snapshot, run with 1,000 metrics/200 events/100 samples",
+                f"{median_ms(lambda: store.snapshot(mon)):.1f} ms"))
+    out.append(("read: snapshot(since_time) of the last 5 s only (Monitor poll)",
+                f"{median_ms(lambda: store.snapshot(mon, since_time=245.0)):.1f} ms"))
     import duckdb
     out.append(("duckdb alone: connect(':memory:') + close",
                 f"{median_ms(lambda: duckdb.connect(':memory:').close()):.1f} ms"))
@@ -204,7 +225,7 @@ def main():
 
     attach, classic = single_process(True), single_process(False)
     table([(a[0], a[1], c[1]) for a, c in zip(attach, classic)],
-          ["single process (median)", "ATTACH (default)", "connect per access"])
+          ["single process: median (min)", "ATTACH (default)", "connect per access"])
 
     secs = 4 if args.quick else 8
     scenarios = [
@@ -224,7 +245,7 @@ def main():
     print(f"{secs} s of writing per scenario; 'busy' = StoreBusy raised anywhere (must be 0)")
     table(rows, headers)
 
-    table(summaries_at_scale(), ["Sessions-page scale", "time"])
+    table(summaries_at_scale(), ["Sessions-page scale: median (min)", "time"])
 
 
 if __name__ == "__main__":
