@@ -208,6 +208,24 @@ def cmd_command(args) -> int:
     return 0
 
 
+def cmd_set_password(args) -> int:
+    """Set the LAN password (owner or viewer); only its scrypt hash is stored."""
+    import getpass
+
+    from .security import set_password
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the two passwords differ")
+    role = "viewer" if args.viewer else "owner"
+    set_password(password, role)
+    print(f"{role} password set")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------
 
 
@@ -264,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_rl_commands(sub)
     from . import cli_tools
     cli_tools.add_commands(sub)
+
+    p = sub.add_parser("set-password", help="password for sharing the dashboard on a LAN")
+    p.add_argument("--viewer", action="store_true", help="the read-only viewer password")
+    p.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    p.set_defaults(func=cmd_set_password)
 
     p = sub.add_parser("runs", help="list runs")
     p.add_argument("--json", action="store_true")

@@ -70,3 +70,16 @@ def test_custom_code_needs_the_owners_consent(monkeypatch):
     assert not security.custom_code_allowed()
     monkeypatch.setenv("DROIDFT_ALLOW_CUSTOM_CODE", "1")
     assert security.custom_code_allowed()
+
+
+def test_cli_sets_passwords_from_stdin():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "droidft.cli", "set-password", "--stdin"],
+                         input="a long password\n", capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert security.login("a long password") == "owner"
+    out = subprocess.run([sys.executable, "-m", "droidft.cli", "set-password", "--stdin", "--viewer"],
+                         input="short\n", capture_output=True, text=True)
+    assert out.returncode == 2 and "at least 8" in out.stderr
