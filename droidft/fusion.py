@@ -465,8 +465,6 @@ def _fuse(adapters: Sequence, weights: Sequence[float] | None = None, *, out: st
         raise FusionError("keep_quantization applies to a fused model (--to model).")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
         raise FusionError(f"rank must be a whole number >= 1, got {rank!r}.")
-    if len(adapters) == 1 and method == "linear" and to == "adapter" and rank is None and layer_weights is None:
-        pass  # a plain copy through SVD: allowed (re-factorises to the same rank)
     try:
         specs = [resolve_adapter(a) for a in adapters]
     except AdapterError as exc:
