@@ -70,12 +70,11 @@ def bar_chart(frame: pd.DataFrame, x: str, y: str, color: str | None = None, *, 
 
 
 def schedule_chart(frame: pd.DataFrame, height: int = 260) -> alt.Chart:
-    """Per-layer fusion weights: columns layer, adapter, weight."""
-    return alt.Chart(frame, title="Weight of each adapter per layer", height=height).mark_area(
-        opacity=0.8, interpolate="step").encode(
-        x=alt.X("layer:Q", title="layer"),
+    """Per-layer fusion weights (columns layer, adapter, weight) as stacked bars, one per layer."""
+    return alt.Chart(frame, title="Weight of each adapter per layer", height=height).mark_bar().encode(
+        x=alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("weight:Q", title="weight", stack="zero"),
         color=alt.Color("adapter:N", scale=alt.Scale(range=PALETTE), legend=alt.Legend(orient="bottom",
                                                                                         labelLimit=320)),
-        tooltip=["adapter:N", "layer:Q", alt.Tooltip("weight:Q", format=".3f")],
+        tooltip=["adapter:N", "layer:O", alt.Tooltip("weight:Q", format=".3f")],
     )

@@ -70,6 +70,18 @@ def fmt_number(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+_ANSI = None
+
+
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes (trainer output written for a terminal)."""
+    import re
+
+    global _ANSI
+    _ANSI = _ANSI or re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+    return _ANSI.sub("", text or "")
+
+
 def short_path(path) -> str:
     """The last part of a model or dataset path ('demo' stays 'demo')."""
     text = str(path or "?")
@@ -1019,6 +1031,7 @@ def adapter_choices(runs: list[dict], fused: list[dict] | None = None) -> list[d
     """Adapters to pick from: runs that saved one (newest first), then fused adapters and fused
     models. Each: {key, label, kind: adapter | model, value (run id or path), base, run_id}."""
     out = []
+    names = {r["id"]: r.get("name") or r["id"] for r in runs}
     for run in sorted(runs, key=lambda r: r.get("created_at") or 0, reverse=True):
         if not run.get("adapter_path"):
             continue
@@ -1028,8 +1041,9 @@ def adapter_choices(runs: list[dict], fused: list[dict] | None = None) -> list[d
     for art in reversed(fused or []):
         meta = art.get("meta") if isinstance(art.get("meta"), dict) else {}
         kind = "model" if art.get("kind") == "fused_model" else "adapter"
-        names = " + ".join(str(i.get("name", "?"))[-12:] for i in meta.get("inputs") or [])
-        label = f"fused {kind} {Path(str(art['path'])).name}" + (f" ({names})" if names else "")
+        sources = " + ".join(names.get(i.get("run_id"), Path(str(i.get("name", "?"))).name)
+                             for i in meta.get("inputs") or [])
+        label = f"fused {kind} {Path(str(art['path'])).name}" + (f" ({sources})" if sources else "")
         out.append({"key": f"fused:{art['path']}", "label": label, "kind": kind, "value": str(art["path"]),
                     "base": meta.get("base_model"), "run_id": None, "path": str(art["path"])})
     return out

@@ -107,15 +107,15 @@ def _poll(run_id: str) -> dict:
 
 
 @st.fragment(run_every=POLL_SECONDS if active else None)
-def live(run_id: str, was_active: bool) -> None:
+def live(run_id: str) -> None:
     try:
         entry = _poll(run_id)
     except Exception as exc:  # noqa: BLE001
         show_error(exc, "read the run's progress")
         return
     current = entry["run"] or run
-    if was_active and current.get("status") not in jobs.ACTIVE:
-        st.rerun()  # the run just ended: redraw the whole page (buttons, no more polling)
+    if current.get("status") != run.get("status"):
+        st.rerun()  # started or ended: redraw the whole page (status, buttons, polling or not)
     frame = entry["frame"]
     progress = us.run_progress(current, frame)
     if current.get("status") == "queued":
@@ -147,23 +147,25 @@ def live(run_id: str, was_active: bool) -> None:
                                              zero=y_title in ("GB", "tokens/s")),
                                 width="stretch", key=f"chart_{title}")
 
-    samples, logs = st.columns(2)
-    with samples:
-        st.markdown("**Latest samples**")
-        rows = entry["samples"] or []
-        if not rows:
-            st.caption("No sampled completions yet (RL runs record the completions they score).")
-        for s in list(reversed(rows))[:3]:
-            with st.container(border=True):
-                st.caption(f"step {s.get('step', '?')}" + (f" · reward {s['reward']:.3g}"
-                                                         if isinstance(s.get("reward"), (int, float)) else ""))
-                if s.get("prompt"):
-                    st.markdown(f"**Prompt:** {str(s['prompt'])[:400]}")
-                st.text(str(s.get("completion") or s.get("text") or "")[:1200])
+    rows = entry["samples"] or []
+    if rows:
+        samples, logs = st.columns(2)
+        with samples:
+            st.markdown("**Latest samples**")
+            for s in list(reversed(rows))[:3]:
+                with st.container(border=True):
+                    reward = s.get("reward")
+                    st.caption(f"step {s.get('step', '?')}"
+                               + (f" · reward {reward:.3g}" if isinstance(reward, (int, float)) else ""))
+                    if s.get("prompt"):
+                        st.markdown(f"**Prompt:** {str(s['prompt'])[:400]}")
+                    st.text(str(s.get("completion") or "")[:1200])
+    else:
+        logs = st.container()
     with logs:
         st.markdown("**Log**")
-        st.code(jobs.log_tail(run_id, lines=14) or "(no log lines yet)", language=None, height=300)
+        st.code(us.strip_ansi(jobs.log_tail(run_id, lines=14)) or "(no log lines yet)", language=None,
+                height=300, wrap_lines=True)
 
-
-live(run_id, active)
+live(run_id)
 link("sessions", "All runs")
