@@ -173,7 +173,10 @@ def stop(run_id: str) -> dict:
     if run["status"] not in ACTIVE:
         raise RunError(f"Run {run_id} is already {run['status']}; nothing to stop.")
     (paths.run_dir(run_id) / STOP_FILE).touch()
-    if pid_alive(run.get("pid"), run_id):
+    # Signal only a worker that says it is running: it installs its SIGTERM handler before
+    # it says so, and a signal during start-up would kill it. A starting worker sees the
+    # STOP file at its first step instead.
+    if run["status"] == "running" and pid_alive(run.get("pid"), run_id):
         try:
             os.kill(int(run["pid"]), signal.SIGTERM)
         except ProcessLookupError:
