@@ -393,6 +393,11 @@ def _insert_columns(con, table: str, columns: list[str], rows: list[tuple]) -> N
     con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {select}", [list(c) for c in cols])
 
 
+def _str(value: Any) -> str | None:
+    """Paths and other objects as text; None stays NULL."""
+    return None if value is None else str(value)
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
 
@@ -413,7 +418,8 @@ def create_run(*, method: str, config: dict, model: str, data: str, name: str | 
             with _write() as con:
                 con.execute("INSERT INTO runs (id, name, method, status, config, model, data, "
                             "parent_id, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
-                            [rid, name, method, _dumps(config), model, data, parent_id, time.time()])
+                            [rid, name, method, _dumps(config), _str(model), _str(data), parent_id,
+                             time.time()])
             return rid
         except duckdb.ConstraintException:
             if run_id is not None:
@@ -637,7 +643,7 @@ def add_evaluation(*, suite: str, target: str, dataset: str, results: dict,
     with _write() as con:
         con.execute("INSERT INTO evaluations (id, suite, target, dataset, artifact_id, run_id, "
                     "created_at, results) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [eid, suite, str(target), dataset, artifact_id, run_id, time.time(),
+                    [eid, suite, _str(target), _str(dataset), artifact_id, run_id, time.time(),
                      _dumps(results)])
     return eid
 

@@ -58,13 +58,13 @@ def test_new_run_id_is_readable_sortable_unique():
 def test_create_get_update_list_runs():
     a = make_run(name="first")
     time.sleep(0.01)
-    b = make_run(method="grpo", parent_id=a, run_id="my-run")
+    b = make_run(method="grpo", parent_id=a, run_id="my-run", model=Path("/models/x"))
     assert b == "my-run"
     run = store.get_run(a)
     assert run["status"] == "queued" and run["name"] == "first" and run["method"] == "sft"
     assert run["config"] == {"lr": 1e-4, "layers": [1, 2]}  # decoded from JSON
     assert abs(run["created_at"] - time.time()) < 5
-    assert store.get_run(b)["parent_id"] == a
+    assert store.get_run(b)["parent_id"] == a and store.get_run(b)["model"] == "/models/x"
     with pytest.raises(ValueError):
         make_run(run_id="my-run")  # duplicate explicit id
 
