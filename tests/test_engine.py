@@ -101,7 +101,8 @@ def test_sigkill_is_reaped_with_log_lines_and_resume_continues(demo_model):
     assert child["parent_id"] == run_id
     assert child["config"]["start_step"] == ckpt_step
     assert child["config"]["resume_adapter_file"].endswith(f"{ckpt_step:07d}_adapters.safetensors")
-    jobs.stop(child_id)  # the child would run "forever"; stopping proves it started from the checkpoint
+    wait_for(lambda: store.metrics(child_id, names=["val_loss"]), timeout=120)
+    jobs.stop(child_id)  # the child would run "forever"; its first numbers show where it started
     child = jobs.wait(child_id, timeout=120)
     assert child["status"] == "stopped", child.get("error")
     steps = [r["step"] for r in store.metrics(child_id, names=["val_loss", "train_loss"])]

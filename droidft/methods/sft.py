@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import data as datasets
+from .. import store
 from ..config import SFTConfig
 from ..models import quantized_copy, resolve_model
 from ..reporting import RunContext, StoreCallback, stoppable
@@ -50,6 +51,8 @@ def run(config: SFTConfig, ctx: RunContext) -> None:
 
     data_dir = datasets.resolve_dataset(config.data, method="sft")
     model_path = model_for(config)
+    if config.quantize_bits and ctx.rank == 0:
+        store.update_run(ctx.run_id, model=str(model_path))  # the base its adapter loads on
     iters = config.iters
     ctx.log(f"model {model_path}, data {data_dir}, {iters} iterations, {config.fine_tune_type}")
 
