@@ -142,6 +142,20 @@ DROIDFT_REWARDS: dict[str, RewardFunction] = {
 }
 
 
+def _register_with_mlx_lm_lora() -> None:
+    """Put droidft's rewards in mlx-lm-lora's registry too, so stock `mlx_lm_lora.train
+    --reward-functions-file <this file> --reward-functions droidft_demo_reward` finds them."""
+    try:
+        from mlx_lm_lora.trainer.grpo_reward_functions import register_reward_function
+    except ImportError:
+        return
+    for name, func in DROIDFT_REWARDS.items():
+        register_reward_function(name)(func)
+
+
+_register_with_mlx_lm_lora()
+
+
 # -- the registry ------------------------------------------------------------------------
 
 

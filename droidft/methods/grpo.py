@@ -128,6 +128,74 @@ class RLTrainingConfig(BaseConfig):
                     "warmup": self.warmup_steps, "warmup_init": 0.0}
         return None
 
+    # -- the stock mlx-lm-lora equivalent -------------------------------------------------
+
+    TRAIN_MODE: ClassVar[str] = "grpo"
+
+    def mlx_lm_lora_args(self, model_path: str, data_path: str, adapter_path: str) -> tuple[dict, list[str]]:
+        """The `mlx_lm_lora.train` options this config trains with, and notes on what the
+        stock trainer cannot express."""
+        lora = lora_dict(self)
+        args = {
+            "model": model_path, "train": True, "data": data_path, "adapter_path": adapter_path,
+            "train_mode": self.TRAIN_MODE, "train_type": self.fine_tune_type, "fuse": False,
+            "optimizer": self.optimizer, "optimizer_config": self.optimizer_config or {},
+            "seed": self.seed, "num_layers": self.num_layers, "batch_size": self.batch_size,
+            "iters": self.iters, "gradient_accumulation_steps": self.grad_accumulation_steps,
+            "val_batches": self.val_batches, "learning_rate": self.learning_rate,
+            "steps_per_report": self.steps_per_report, "steps_per_eval": self.steps_per_eval,
+            "save_every": self.save_every, "max_seq_length": self.max_seq_length,
+            "grad_checkpoint": self.grad_checkpoint, "beta": self.beta,
+            "lora_parameters": {k: v for k, v in lora.items() if k != "keys"},
+        }
+        notes = []
+        if self.schedule():
+            args["lr_schedule"] = self.schedule()
+        if self.resume_adapter_file:
+            args["resume_adapter_file"] = self.resume_adapter_file
+        if self.reference_model:
+            from ..models import resolve_model
+
+            args["reference_model_path"] = str(resolve_model(self.reference_model))
+        if self.optimizer not in ("adam", "adamw", "muon"):
+            notes.append(f"mlx-lm-lora has no {self.optimizer} optimizer (adam, adamw, muon only)")
+        if lora.get("keys"):
+            notes.append("mlx-lm-lora adapts every linear layer; lora keys cannot be chosen there")
+        return args, notes
+
+    def to_mlx_lm_yaml(self, model_path: str, data_path: str, adapter_path: str = "adapters") -> str:
+        """A config file for stock `mlx_lm_lora.train -c FILE` (see to_mlx_lm_command)."""
+        import yaml
+
+        args, notes = self.mlx_lm_lora_args(model_path, data_path, adapter_path)
+        head = "".join(f"# note: {n}\n" for n in notes)
+        return head + yaml.safe_dump(args, sort_keys=False)
+
+    def to_mlx_lm_command(self, model_path: str, data_path: str, adapter_path: str = "adapters",
+                          config_file: str = "mlx_lm_lora_config.yaml") -> str:
+        """The equivalent stock command. Options whose mlx-lm-lora flag has a non-empty default
+        must be flags (its YAML loader only fills options left unset); the rest, and what has
+        no flag (lora_parameters, schedule, fuse: false), go in the YAML file."""
+        import shlex
+
+        from mlx_lm_lora.train import build_parser
+
+        args, _ = self.mlx_lm_lora_args(model_path, data_path, adapter_path)
+        parser = build_parser()
+        parts = ["mlx_lm_lora.train", "-c", config_file, "--train"]
+        for action in parser._actions:
+            key = action.dest
+            if key not in args or key in ("train", "config") or action.default is None:
+                continue
+            value = args[key]
+            flag = max(action.option_strings, key=len)
+            if isinstance(value, bool):
+                if value:
+                    parts.append(flag)
+            elif value is not None and not isinstance(value, (dict, list)):
+                parts += [flag, str(value)]
+        return shlex.join(parts)
+
     def is_demo_data(self) -> bool:
         """The bundled demo set of this method's family ("demo" or its folder)."""
         data = str(self.data).strip()
@@ -168,6 +236,38 @@ class GRPOConfig(RLTrainingConfig):
     # Adapter weights to start from (e.g. an SFT run's adapter: "SFT then GRPO"); the KL
     # reference carries them too, so the KL term measures drift from this starting point.
     warm_start: str | None = None
+
+    def mlx_lm_lora_args(self, model_path, data_path, adapter_path):
+        args, notes = super().mlx_lm_lora_args(model_path, data_path, adapter_path)
+        names = self.reward_functions if self.reward_functions is not None else \
+            rewards.default_names(self.reward_file, self.is_demo_data())
+        args.update(
+            group_size=self.group_size, epsilon=self.epsilon, epsilon_high=self.epsilon_high,
+            max_completion_length=self.max_completion_length, temperature=self.temperature,
+            grpo_loss_type=self.grpo_loss_type, importance_sampling_level=self.importance_sampling_level,
+            reward_functions=",".join(names),
+        )
+        if self.reward_weights is not None:
+            args["reward_weights"] = "[" + ", ".join(str(float(w)) for w in self.reward_weights) + "]"
+        ours = [n for n in names if n in rewards.DROIDFT_REWARDS]
+        if self.reward_file:
+            args["reward_functions_file"] = str(Path(self.reward_file).expanduser().resolve())
+            notes.append("the reward file's functions must be decorated with mlx-lm-lora's "
+                         "@register_reward_function() for the stock trainer to find them")
+            if ours:
+                notes.append(f"{', '.join(ours)} live in {rewards.__file__}: import it from the reward file")
+        elif ours:
+            args["reward_functions_file"] = rewards.__file__  # registers droidft's rewards on import
+        if (self.top_p, self.top_k, self.min_p) != (0.95, 20, 0.0):
+            notes.append("mlx-lm-lora always samples with top_p 0.95, top_k 20, min_p 0")
+        if self.end_answer_token != "</answer>":
+            notes.append("mlx-lm-lora always stops generation at '</answer>'")
+        if self.system_prompt is not None:
+            notes.append("put the system prompt in each data row's 'system' for mlx-lm-lora")
+        if self.warm_start:
+            args["resume_adapter_file"] = args.get("resume_adapter_file") or warm_start_file(self)
+            notes.append("mlx-lm-lora's KL reference is the base model, not the warm-start adapter")
+        return args, notes
 
     def problems(self) -> list[str]:
         out = super().problems()

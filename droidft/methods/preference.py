@@ -51,8 +51,17 @@ class DPOConfig(PreferenceConfig):
     """Direct Preference Optimization against a frozen reference model."""
 
     method: ClassVar[str] = "dpo"
+    TRAIN_MODE: ClassVar[str] = "dpo"
     loss_type: str = "sigmoid"  # sigmoid | hinge | ipo | dpop
     delta: float = 50.0  # DPOP: weight of the penalty for lowering the chosen likelihood
+
+    def mlx_lm_lora_args(self, model_path, data_path, adapter_path):
+        args, notes = super().mlx_lm_lora_args(model_path, data_path, adapter_path)
+        args.update(dpo_cpo_loss_type=self.loss_type, delta=self.delta)
+        if self.loss_type != "sigmoid":
+            notes.append("mlx-lm-lora 5.10's train_model does not pass the loss type on to "
+                         "train_dpo, so the stock DPO run uses sigmoid (droidft passes it)")
+        return args, notes
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -67,8 +76,14 @@ class CPOConfig(PreferenceConfig):
     """Contrastive Preference Optimization: DPO's loss without a reference model."""
 
     method: ClassVar[str] = "cpo"
+    TRAIN_MODE: ClassVar[str] = "cpo"
     loss_type: str = "sigmoid"
     delta: float = 50.0
+
+    def mlx_lm_lora_args(self, model_path, data_path, adapter_path):
+        args, notes = super().mlx_lm_lora_args(model_path, data_path, adapter_path)
+        args.update(dpo_cpo_loss_type=self.loss_type, delta=self.delta)
+        return args, notes
 
     def problems(self) -> list[str]:
         out = super().problems()
@@ -86,6 +101,7 @@ class ORPOConfig(PreferenceConfig):
     no reference model. Rows may carry a `preference_score` weighting the chosen side."""
 
     method: ClassVar[str] = "orpo"
+    TRAIN_MODE: ClassVar[str] = "orpo"
 
     def problems(self) -> list[str]:
         out = super().problems()
