@@ -78,6 +78,8 @@ def cmd_generate(args) -> int:
                                 max_tokens=args.max_tokens, system=args.system,
                                 chat=False if args.no_chat_template else None, weights=weights,
                                 on_text=on_text)
+    for w in result.warnings:
+        print(f"droidft: warning: {w}", file=sys.stderr)
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -96,6 +98,8 @@ def cmd_compare(args) -> int:
     results = inference.compare(args.model, args.adapter or [], _prompt(args), include_base=not args.no_base,
                                 sampling=_sampling(args), max_tokens=args.max_tokens, system=args.system,
                                 chat=False if args.no_chat_template else None)
+    for w in dict.fromkeys(w for r in results for w in r.warnings):
+        print(f"droidft: warning: {w}", file=sys.stderr)
     if args.json:
         _print_json([r.to_dict() for r in results])
         return 0
@@ -142,11 +146,14 @@ def cmd_eval(args) -> int:
         mask_prompt=args.mask_prompt, reward_functions=_split(args.reward_functions) or None,
         reward_weights=_floats(args.reward_weights, "--reward-weights"), record=not args.no_record,
         progress=None if args.json else (lambda t, s: print(f"evaluating {t}: {s}", file=sys.stderr)))
+    for r in report.results:
+        for w in r.get("warnings") or []:
+            print(f"droidft: warning: {w}", file=sys.stderr)
     if args.json:
         _print_json(report.to_dict())
         return 0
     rows = report.table()
-    cols = [c for c in ("loss", "perplexity", "exact_match", "contains", "regex", "reward")
+    cols = [c for c in ("loss", "perplexity", "exact_match", "contains", "similarity", "regex", "reward")
             if any(c in r for r in rows)]
     width = max(12, *(len(r["target"]) for r in rows))
     print(f"{'target':{width}} " + " ".join(f"{c:>11}" for c in cols))

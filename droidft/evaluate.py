@@ -149,14 +149,17 @@ def accuracy_suite(loaded: inference.Loaded, rows: list[dict], *, max_tokens: in
                    pattern: str | None = None, keep_examples: int = 5) -> dict:
     """Greedy answers scored by exact match (case, spacing and final punctuation ignored;
     `exact_match_strict` compares the stripped strings), containment of the reference,
-    and (optionally) a regex."""
+    mean character similarity (0..1, partial credit), and (optionally) a regex."""
     regex = None
     if pattern:
         try:
             regex = re.compile(pattern)
         except re.error as exc:
             raise EvalError(f"accuracy: the regex {pattern!r} is invalid: {exc}") from None
+    from .rewards import similarity
+
     exact = strict = contains = matched = regex_rows = 0
+    similar = 0.0
     examples = []
     for row in rows:
         messages, reference = qa_pair(row)
@@ -165,6 +168,7 @@ def accuracy_suite(loaded: inference.Loaded, rows: list[dict], *, max_tokens: in
         exact += g == r
         strict += got.strip() == reference.strip()  # demo_model.exact_match's rule
         contains += bool(r) and r in g
+        similar += similarity(got, reference)
         row_pattern = row.get("pattern") or row.get("regex")
         rx = re.compile(row_pattern) if row_pattern else regex
         if rx is not None:
@@ -174,7 +178,8 @@ def accuracy_suite(loaded: inference.Loaded, rows: list[dict], *, max_tokens: in
             examples.append({"prompt": messages[-1].get("content", ""), "reference": reference,
                              "prediction": got})
     n = len(rows)
-    out = {"exact_match": exact / n, "exact_match_strict": strict / n, "contains": contains / n, "n": n, "max_tokens": max_tokens,
+    out = {"exact_match": exact / n, "exact_match_strict": strict / n, "contains": contains / n,
+           "similarity": similar / n, "n": n, "max_tokens": max_tokens,
            "examples": examples}
     if regex_rows:
         out["regex"] = matched / regex_rows
@@ -227,6 +232,7 @@ class Target:
     adapters: tuple = ()
     run_id: str | None = None
     artifact_id: str | None = None
+    warnings: list = field(default_factory=list)
 
 
 def _artifact_ids() -> dict[str, str]:
@@ -250,7 +256,9 @@ def build_targets(model, adapters: Sequence = (), include_base: bool = True) -> 
         if isinstance(entry, (list, tuple)):
             specs = tuple(inference.check_adapter(model_path, a, model_name=str(model)) for a in entry)
             label = "+".join(s.name for s in specs)
-            targets.append(Target(label, label, "adapter", model_path, specs))
+            targets.append(Target(label, label, "adapter", model_path, specs,
+                                  warnings=[w for w in (inference.stale_base_warning(model_path, s)
+                                                        for s in specs) if w]))
             continue
         if inference.is_model_folder(entry):
             p = Path(str(entry)).expanduser()
@@ -258,9 +266,10 @@ def build_targets(model, adapters: Sequence = (), include_base: bool = True) -> 
             continue
         spec = inference.check_adapter(model_path, entry, model_name=str(model))
         target = spec.run_id or str(spec.path)
+        stale = inference.stale_base_warning(model_path, spec)
         targets.append(Target(spec.run_id or Path(spec.name).name or spec.name, target, "adapter",
                               model_path, (spec,), run_id=spec.run_id,
-                              artifact_id=arts.get(str(spec.path.resolve()))))
+                              artifact_id=arts.get(str(spec.path.resolve())), warnings=[stale] if stale else []))
     if not targets:
         raise EvalError("Nothing to evaluate: give adapters or models, or include the base.")
     return targets
@@ -289,6 +298,7 @@ class EvalReport:
             if "accuracy" in s:
                 row["exact_match"] = s["accuracy"]["exact_match"]
                 row["contains"] = s["accuracy"]["contains"]
+                row["similarity"] = s["accuracy"]["similarity"]
                 if "regex" in s["accuracy"]:
                     row["regex"] = s["accuracy"]["regex"]
             if "reward" in s:
@@ -345,11 +355,12 @@ def evaluate(model="demo", adapters: Sequence = (), data="demo", suites=("loss",
                 from . import store
 
                 results = {**out[s], "label": t.label, "kind": t.kind, "model": str(t.model_path),
-                           "adapters": [str(a.path) for a in t.adapters]}
+                           "adapters": [str(a.path) for a in t.adapters], "warnings": t.warnings}
                 report.evaluation_ids.append(store.add_evaluation(
                     suite=s, target=t.target, dataset=str(files[s]), results=results,
                     artifact_id=t.artifact_id, run_id=t.run_id))
         report.results.append({"label": t.label, "target": t.target, "kind": t.kind,
-                               "run_id": t.run_id, "artifact_id": t.artifact_id, "suites": out})
+                               "run_id": t.run_id, "artifact_id": t.artifact_id, "suites": out,
+                               "warnings": t.warnings})
     report.seconds = time.perf_counter() - t0
     return report

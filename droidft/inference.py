@@ -312,6 +312,27 @@ def check_adapter(model_path: str | os.PathLike, adapter, *, model_name: str | N
     return spec
 
 
+def stale_base_warning(model_path: str | os.PathLike, adapter) -> str | None:
+    """A warning when the adapter's recorded base is this very folder but its weights were
+    rewritten after the adapter was saved (e.g. the demo model rebuilt by a newer recipe):
+    the shapes still fit, but the adapter was trained against different weights."""
+    spec = resolve_adapter(adapter)
+    base = spec.base_model
+    model_path = Path(model_path)
+    if not base or not Path(base).is_dir() or Path(base).resolve() != model_path.resolve():
+        return None
+    weights = list(model_path.glob("*.safetensors"))
+    if not weights:
+        return None
+    newest = max(f.stat().st_mtime for f in weights)
+    saved = spec.weights_file.stat().st_mtime
+    if newest > saved + 1:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(newest))
+        return (f"adapter '{spec.name}' was saved before {model_path} was rewritten ({when}); it was "
+                "trained on the earlier weights, so its outputs may be meaningless: retrain it")
+    return None
+
+
 def is_model_folder(path: str | os.PathLike) -> bool:
     p = Path(str(path)).expanduser()
     return p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors"))
@@ -689,6 +710,7 @@ class GenerationResult:
     peak_memory_gb: float
     seed: int | None
     sampling: dict
+    warnings: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -739,8 +761,9 @@ def generate(model="demo", prompt: str | list = "", adapters=None, *, sampling: 
         if on_text and chunk.text:
             on_text(chunk.text)
         last = chunk
+    warnings = [w for w in (stale_base_warning(loaded.model_path, a) for a in loaded.adapters) if w]
     return GenerationResult(
-        target=target or loaded.label, text="".join(pieces),
+        target=target or loaded.label, text="".join(pieces), warnings=warnings,
         prompt_tokens=last.prompt_tokens if last else 0,
         generation_tokens=last.generation_tokens if last else 0,
         tokens_per_second=last.tokens_per_second if last else 0.0,

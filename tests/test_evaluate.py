@@ -81,6 +81,7 @@ def test_accuracy_scoring(monkeypatch, demo_model):
     assert out["exact_match_strict"] == 0.0
     assert out["contains"] == 0.75          # and "tac" inside "The answer is tac"
     assert out["regex"] == 0.5 and out["regex_rows"] == 4
+    assert 0.5 < out["similarity"] < 1.0
     assert out["n"] == 4 and out["examples"][0]["prediction"] == "2 + 3 = 5"
     with pytest.raises(EvalError, match="regex"):
         evaluate.accuracy_suite(None, CHAT_ROWS, pattern="(")

@@ -189,3 +189,20 @@ def test_generate_and_compare_cli(adapters, demo_model, capsys):
     assert code == 0 and [d["target"] for d in data] == ["base", str(adapters["a"])]
     code = cli.main(["generate", "--model", str(demo_model), "--adapter", "missing-run", "--prompt", "hi"])
     assert code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_adapter_older_than_its_rewritten_base_gets_a_warning(demo_model, tmp_path):
+    import os
+    import time
+
+    base = tmp_path / "base"
+    shutil.copytree(demo_model, base)
+    adapter = make_adapter(base, tmp_path / "ad", rank=2)
+    assert inference.stale_base_warning(base, adapter) is None
+    later = time.time() + 60
+    for f in base.glob("*.safetensors"):
+        os.utime(f, (later, later))  # the base was rebuilt after the adapter was saved
+    warning = inference.stale_base_warning(base, adapter)
+    assert warning and "retrain" in warning and str(adapter) in warning
+    result = inference.generate(base, "hi", adapter, max_tokens=2, cache=inference.ModelCache())
+    assert result.warnings == [warning]
