@@ -6,7 +6,9 @@ Suites (each a function of a loaded target and dataset rows):
 - `accuracy`: greedy answers to Q&A rows scored by exact match, containment, and a regex
   when one is given (suite-wide, or a row's own "pattern"/"regex" field);
 - `reward`: GRPO-style rows ({"prompt", "answer"}) scored by reward functions by name
-  (mlx-lm-lora's and droidft's, see `droidft.rewards`).
+  (mlx-lm-lora's and droidft's, see `droidft.rewards`);
+- `judge` (optional): a local model (any folder `mlx_lm.load` opens) grades each greedy
+  answer against the reference with a yes/no prompt; the score is the share of "yes".
 
 `evaluate(...)` runs the chosen suites for the base and each target in one call, and
 records every (suite, target) result with `store.add_evaluation`, linked to the run or
@@ -24,7 +26,12 @@ from typing import Callable, Sequence
 
 from . import inference
 
-SUITES = ("loss", "accuracy", "reward")
+SUITES = ("loss", "accuracy", "reward", "judge")
+JUDGE_PROMPT = (
+    "You are grading an answer against a reference answer.\n"
+    "Question: {question}\nReference answer: {reference}\nAnswer to grade: {answer}\n"
+    "Is the answer to grade correct and consistent with the reference? Reply with one word: yes or no."
+)
 
 
 class EvalError(ValueError):
@@ -221,6 +228,32 @@ def reward_suite(loaded: inference.Loaded, rows: list[dict], *, max_tokens: int 
                          for p, a, c in list(zip(prompts, answers, completions))[:keep_examples]]}
 
 
+def judge_suite(loaded: inference.Loaded, rows: list[dict], *, judge_model, max_tokens: int = 48,
+                keep_examples: int = 5, cache: inference.ModelCache | None = None) -> dict:
+    """LLM-as-judge: a local model answers yes/no to "is this answer correct?" per row."""
+    if not judge_model:
+        raise EvalError("The judge suite needs a local judge model (--judge-model PATH).")
+    judge = inference.load(judge_model, cache=cache)
+    yes = unclear = 0
+    examples = []
+    for row in rows:
+        messages, reference = qa_pair(row)
+        got = _answer(loaded, messages, max_tokens)
+        question = messages[-1].get("content", "")
+        verdict_text = _answer(judge, [{"role": "user", "content": JUDGE_PROMPT.format(
+            question=question, reference=reference, answer=got)}], 8)
+        word = re.sub(r"[^a-z]", "", (verdict_text.split() or [""])[0].lower())
+        verdict = True if word == "yes" else False if word == "no" else None
+        yes += verdict is True
+        unclear += verdict is None
+        if len(examples) < keep_examples:
+            examples.append({"prompt": question, "reference": reference, "prediction": got,
+                             "verdict": verdict_text})
+    n = len(rows)
+    return {"judge_score": yes / n, "unclear": unclear / n, "n": n, "judge_model": str(judge.model_path),
+            "examples": examples}
+
+
 # --------------------------------------------------------------------------- targets and the call
 
 @dataclass
@@ -303,6 +336,8 @@ class EvalReport:
                     row["regex"] = s["accuracy"]["regex"]
             if "reward" in s:
                 row["reward"] = s["reward"]["total"]
+            if "judge" in s:
+                row["judge"] = s["judge"]["judge_score"]
             rows.append(row)
         return rows
 
@@ -321,15 +356,18 @@ def evaluate(model="demo", adapters: Sequence = (), data="demo", suites=("loss",
              include_base: bool = True, split: str = "test", limit: int | None = None,
              max_tokens: int = 48, pattern: str | None = None, mask_prompt: bool = False,
              batch_size: int = 4, reward_functions: Sequence[str] | None = None,
-             reward_weights: Sequence[float] | None = None, record: bool = True,
+             reward_weights: Sequence[float] | None = None, judge_model=None, record: bool = True,
              cache: inference.ModelCache | None = None,
              progress: Callable[[str, str], None] | None = None) -> EvalReport:
     """Run `suites` on the base model and each adapter / fused model, record the results.
 
     `data`: "demo", a dataset folder (its `split`, else valid.jsonl) or a .jsonl file; the
-    reward suite reads the GRPO demo set for "demo". `limit` caps rows per suite."""
+    reward suite reads the GRPO demo set for "demo". `limit` caps rows per suite; the
+    judge suite needs `judge_model` (a local model folder or "demo")."""
     t0 = time.perf_counter()
     suites = _parse_suites(suites)
+    if "judge" in suites and not judge_model:
+        raise EvalError("The judge suite needs a local judge model (--judge-model PATH).")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise EvalError(f"limit must be a whole number >= 1, got {limit!r}.")
     if not isinstance(max_tokens, int) or max_tokens < 1:
@@ -348,9 +386,12 @@ def evaluate(model="demo", adapters: Sequence = (), data="demo", suites=("loss",
                 out[s] = loss_suite(loaded, rows[s], batch_size=batch_size, mask_prompt=mask_prompt)
             elif s == "accuracy":
                 out[s] = accuracy_suite(loaded, rows[s], max_tokens=max_tokens, pattern=pattern)
-            else:
+            elif s == "reward":
                 out[s] = reward_suite(loaded, rows[s], max_tokens=max_tokens,
                                       reward_functions=reward_functions, reward_weights=reward_weights)
+            else:
+                out[s] = judge_suite(loaded, rows[s], judge_model=judge_model, max_tokens=max_tokens,
+                                     cache=cache)
             if record:
                 from . import store
 

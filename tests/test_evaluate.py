@@ -131,6 +131,21 @@ def test_reward_suite_on_grpo_rows(demo_model, tmp_path):
     assert store.evaluations() == []  # record=False
 
 
+def test_judge_suite(monkeypatch, demo_model, qa_file):
+    verdicts = iter(["Yes.", "no", "maybe", "YES"])
+
+    def fake_answer(loaded, messages, max_tokens):
+        return next(verdicts) if "grading an answer" in messages[-1]["content"] else "an answer"
+
+    monkeypatch.setattr(evaluate, "_answer", fake_answer)
+    report = evaluate.evaluate(demo_model, [], qa_file, "judge", judge_model=demo_model)
+    res = report.results[0]["suites"]["judge"]
+    assert res["judge_score"] == 0.5 and res["unclear"] == 0.25 and res["n"] == 4
+    assert report.table()[0]["judge"] == 0.5
+    with pytest.raises(EvalError, match="judge model"):
+        evaluate.evaluate(demo_model, [], qa_file, "judge")
+
+
 def test_bad_evaluations_are_refused(demo_model, qa_file, tmp_path):
     with pytest.raises(EvalError, match="Unknown suite"):
         evaluate.evaluate(demo_model, [], qa_file, "loss,vibes")
