@@ -319,20 +319,29 @@ def test_warm_start_adapter_starts_training_and_is_the_kl_reference(tmp_path, de
     assert "starting from adapter weights" in events and first in events
 
 
-def test_stop_ends_a_grpo_run_cleanly_with_its_adapter(demo_model):
-    config = GRPOConfig(**{**TINY_GRPO, "iters": 100000, "steps_per_eval": 100000, "save_every": 100000})
+def test_stop_ends_a_grpo_run_cleanly_and_resume_continues_it(demo_model):
+    config = GRPOConfig(**{**TINY_GRPO, "iters": 30, "steps_per_eval": 1000, "save_every": 1000})
     run_id = jobs.start(config)
     deadline = time.monotonic() + 300
     while not store.metrics(run_id, names=["train_loss"]):
         assert time.monotonic() < deadline and store.get_run(run_id)["status"] in jobs.ACTIVE, \
             jobs.log_tail(run_id)
-        time.sleep(0.5)
+        time.sleep(0.2)
     jobs.stop(run_id)
     run = jobs.wait(run_id, timeout=120)
     assert run["status"] == "stopped", run.get("error")
     assert (Path(run["adapter_path"]) / "adapters.safetensors").exists()
-    final = store.artifacts(run_id, kind="final_adapter")
-    assert final and final[0]["step"] >= 1
+    done = store.artifacts(run_id, kind="final_adapter")[0]["step"]
+    assert 1 <= done < 30
+
+    resumed = jobs.resume(run_id)
+    child = jobs.wait(resumed, timeout=300)
+    assert child["status"] == "completed", child.get("error")
+    assert child["config"]["iters"] == 30 - done and child["config"]["start_step"] == done
+    steps = sorted(r["step"] for r in store.metrics(resumed, names=["train_loss"]))
+    assert steps[0] == done + 1 and steps[-1] == 30  # the step count goes on from the parent
+    events = " ".join(e["message"] for e in store.events(resumed))
+    assert "starting from adapter weights" in events
 
 
 # -- CLI -----------------------------------------------------------------------------------------

@@ -494,7 +494,7 @@ def stop_aware(iterate_batches, ctx: RunContext, on_step):
         for batch in iterate_batches(*args, **kwargs):
             counter["it"] += 1
             on_step(counter["it"])
-            if ctx.should_stop():
+            if ctx.stop_now():
                 raise StopTraining(counter["it"] - 1)
             yield batch
 
