@@ -1,0 +1,105 @@
+"""Fusion throughput: GB/s of `fusion.fuse` for each method and output, on the demo model
+and on a larger random Llama (to see bandwidth rather than fixed costs).
+
+GB/s counts bytes read (input adapters, plus the base weights for a fused model) and bytes
+written (the fused adapter or model), over the wall time of the whole `fuse` call (loading,
+merging, SVD, saving). Also prints the stock `mlx_lm fuse` time for one adapter into the
+same base, as a yardstick for the `--to model` path.
+
+Usage: LD_PRELOAD=<libopenblas.so.0> python bench/bench_fusion.py [--hidden 1024] [--layers 4]
+       [--rank 16] [--adapters 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def random_base(out: Path, hidden: int, layers: int, tokenizer_from: Path) -> Path:
+    import shutil
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    cfg = json.loads((tokenizer_from / "config.json").read_text())
+    cfg.update(hidden_size=hidden, num_hidden_layers=layers, intermediate_size=int(hidden * 2.75),
+               num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 256))
+    model = llama.Model(llama.ModelArgs.from_dict(cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (out / "config.json").write_text(json.dumps(cfg))
+    for f in tokenizer_from.glob("tokenizer*"):
+        shutil.copy(f, out)
+    return out
+
+
+def random_adapter(model_path: Path, out: Path, rank: int, seed: int) -> Path:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.utils import load_model
+
+    model, _ = load_model(model_path, lazy=True)
+    mx.random.seed(seed)
+    params = {"rank": rank, "scale": 20.0, "dropout": 0.0}
+    linear_to_lora_layers(model, len(model.layers), params)
+    tensors = {k: (mx.random.normal(v.shape) * 0.01 if k.endswith("lora_b") else v)
+               for k, v in tree_flatten(model.trainable_parameters()) if k.endswith((".lora_a", ".lora_b"))}
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "adapters.safetensors"), tensors)
+    (out / "adapter_config.json").write_text(json.dumps({
+        "model": str(model_path), "fine_tune_type": "lora", "num_layers": len(model.layers),
+        "lora_parameters": params}))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--adapters", type=int, default=3)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-fusion-"))
+    os.environ.setdefault("DROIDFT_HOME", str(tmp / "home"))
+    from droidft import fusion
+    from droidft.demo_model import demo_model_path
+
+    demo = demo_model_path()
+    bases = {"demo": demo, f"llama-h{args.hidden}-l{args.layers}":
+             random_base(tmp / "big", args.hidden, args.layers, demo)}
+    print(f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '(none)')}; {args.adapters} adapters of rank {args.rank}")
+    print(f"{'base':18} {'base MB':>8} {'method':7} {'to':8} {'seconds':>8} {'GB/s':>7} {'energy':>7}")
+    for name, base in bases.items():
+        base_mb = sum(f.stat().st_size for f in base.glob("*.safetensors")) / 1e6
+        ads = [random_adapter(base, tmp / name / f"a{i}", args.rank, i) for i in range(args.adapters)]
+        weights = [1.0 / len(ads)] * len(ads)
+        for method, to, rank in (("linear", "adapter", None), ("linear", "adapter", args.rank),
+                                 ("ties", "adapter", args.rank), ("dare", "adapter", args.rank),
+                                 ("linear", "model", None), ("ties", "model", None)):
+            out = tmp / name / f"out-{method}-{to}-{rank}"
+            r = fusion.fuse(ads, weights, method=method, to=to, rank=rank, out=out, record=False)
+            energy = f"{r.retained_energy['total']:.4f}" if r.retained_energy else "-"
+            label = f"{method}" + (f"@{r.provenance['rank']}" if to == "adapter" else "")
+            print(f"{name:18} {base_mb:8.1f} {label:7} {to:8} {r.seconds:8.3f} {r.gb_per_s:7.3f} {energy:>7}")
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mlx_lm", "fuse", "--model", str(base), "--adapter-path",
+                        str(ads[0]), "--save-path", str(tmp / name / "stock-fused")],
+                       check=True, capture_output=True, env=dict(os.environ))
+        print(f"{name:18} {base_mb:8.1f} {'stock mlx_lm fuse, 1 adapter (subprocess incl. start-up)':36} "
+              f"{time.perf_counter() - t0:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
