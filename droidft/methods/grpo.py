@@ -408,7 +408,7 @@ def write_adapter_config(config, adapter_dir: Path, model_path: Path) -> Path:
     cfg = {"model": str(model_path), "fine_tune_type": config.fine_tune_type,
            "num_layers": config.num_layers,
            "lora_parameters": None if config.fine_tune_type == "full" else lora_dict(config),
-           "train_mode": config.method, "droidft_method": config.method}
+           "train_mode": config.TRAIN_MODE, "droidft_method": config.method}
     path = adapter_dir / "adapter_config.json"
     path.write_text(json.dumps(cfg, indent=2))
     return path

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -25,8 +26,8 @@ from ..config import _finite
 from ..reporting import RunContext
 from . import Method, register
 from .grpo import (RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy,
-                   load_reference, read_jsonl, resolve_data, seed_everything, train_with_store,
-                   write_adapter_config)
+                   load_reference, patched, read_jsonl, resolve_data, seed_everything,
+                   train_with_store, write_adapter_config)
 
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "dpop")
 LOSS_TYPES = DPO_LOSS_TYPES  # the dashboard looks for FIELD_NAME + "S"
@@ -178,43 +179,26 @@ def run(config: PreferenceConfig, ctx: RunContext) -> None:
         ref_model = load_reference(config, model_path, reference_weights)
         args = dpo_trainer.DPOTrainingArgs(**common, loss_type=config.loss_type, delta=config.delta,
                                            reference_model_path=config.reference_model)
+        # train_dpo reads the loss type from its own argument, not from args.loss_type.
+        call = partial(dpo_trainer.train_dpo, model=model, ref_model=ref_model, loss_type=config.loss_type)
         module, name = dpo_trainer, "iterate_dpo_batches"
-
-        def train(wrap):
-            # train_dpo reads the loss type from its own argument, not from args.loss_type.
-            dpo_trainer.train_dpo(model=model, ref_model=ref_model, optimizer=optimizer,
-                                  train_dataset=train_set, val_dataset=valid_set, args=args,
-                                  training_callback=callback, loss_type=config.loss_type)
     elif config.method == "cpo":
         args = cpo_trainer.CPOTrainingArgs(**common, loss_type=config.loss_type, delta=config.delta)
+        call = partial(cpo_trainer.train_cpo, model=model, loss_fn=cpo_loss)
         module, name = cpo_trainer, "iterate_cpo_batches"
-
-        def train(wrap):
-            cpo_trainer.train_cpo(model=model, optimizer=optimizer, train_dataset=train_set,
-                                  val_dataset=valid_set, args=args, training_callback=callback,
-                                  loss_fn=cpo_loss)
     else:
         args = orpo_trainer.ORPOTrainingArgs(**common)
+        call = partial(orpo_trainer.train_orpo, model=model)
         module, name = orpo_trainer, "iterate_orpo_batches"
 
-        def train(wrap):
-            orpo_trainer.train_orpo(model=model, optimizer=optimizer, train_dataset=train_set,
-                                    val_dataset=valid_set, args=args, training_callback=callback)
+    def train(wrap):
+        # These trainers make a fresh batch generator per step from a module-level function:
+        # swap in a stop-aware one for the duration of the run.
+        with patched(module, name, wrap(getattr(module, name))):
+            call(optimizer=optimizer, train_dataset=train_set, val_dataset=valid_set, args=args,
+                 training_callback=callback)
 
-    # These trainers build a fresh batch generator per step from a module-level function:
-    # swap that function for a stop-aware one for the duration of the run.
-    holder = {}
-
-    def train_patched(wrap):
-        holder["wrapped"] = wrap(getattr(module, name))
-        setattr(module, name, holder["wrapped"])
-        train(wrap)
-
-    original = getattr(module, name)
-    try:
-        train_with_store(config, ctx, model, model_path, train_patched)
-    finally:
-        setattr(module, name, original)
+    train_with_store(config, ctx, model, model_path, train)
 
 
 for _cls, _desc in (
