@@ -57,6 +57,32 @@ def _finite(problems: list[str], name: str, value, low=None, high=None, low_open
         problems.append(f"{name} must be <= {high} (got {value!r})")
 
 
+TYPE_WORDS = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false",
+              "None": "empty", "list": "a list", "dict": "a mapping", "LoraParameters": "a lora_parameters mapping"}
+
+
+def _has_type(value, declared: str) -> bool:
+    base = declared.split("[")[0]
+    if base == "None":
+        return value is None
+    if base == "bool":
+        return isinstance(value, bool)
+    if base == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base == "float":
+        return _is_number(value)
+    if base == "str":
+        return isinstance(value, str)
+    if base == "list":
+        inner = declared[len("list["):-1] if "[" in declared else ""
+        return isinstance(value, list) and (inner != "str" or all(isinstance(v, str) for v in value))
+    if base == "dict":
+        return isinstance(value, dict)
+    if base == "LoraParameters":
+        return isinstance(value, LoraParameters)
+    return True
+
+
 @dataclass
 class LoraParameters:
     """Adapter shape: mlx-lm's `lora_parameters` block."""
@@ -68,6 +94,8 @@ class LoraParameters:
 
     def problems(self) -> list[str]:
         out: list[str] = []
+        if self.keys is not None and not isinstance(self.keys, list):
+            return ["lora keys must be a list of layer names such as ['self_attn.q_proj']"]
         _positive_int(out, "lora rank", self.rank)
         _finite(out, "lora scale (alpha)", self.scale, low=0, low_open=True)
         _finite(out, "lora dropout", self.dropout, low=0, high=0.99)
@@ -156,8 +184,23 @@ class BaseConfig:
 
     # -- validation ---------------------------------------------------------------
 
+    def type_problems(self) -> list[str]:
+        """Values of the wrong kind (a YAML typo, a form bug), named per field. Checked
+        first: the value checks below assume each field has its declared type."""
+        out = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            allowed = [t.strip() for t in str(f.type).split("|")]
+            if not any(_has_type(value, t) for t in allowed):
+                kinds = " or ".join(TYPE_WORDS.get(t.split("[")[0], t) for t in allowed)
+                out.append(f"{f.name} must be {kinds} (got {value!r})")
+        return out
+
     def problems(self) -> list[str]:
         """Every reason this config cannot run; empty when it can."""
+        typed = self.type_problems()
+        if typed:
+            return typed
         out: list[str] = []
         for name in ("model", "data"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
@@ -250,6 +293,8 @@ class SFTConfig(BaseConfig):
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if out and self.type_problems():
+            return out
         if self.optimizer not in OPTIMIZERS:
             out.append(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
         if not isinstance(self.optimizer_config, dict):

@@ -7,10 +7,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
 
 
+class HomeError(ValueError):
+    """The state folder cannot be used; says which folder and what to do."""
+
+
 def home() -> Path:
     """The state folder: $DROIDFT_HOME, else ./data/home inside the project."""
     path = Path(os.environ.get("DROIDFT_HOME") or DATA_DIR / "home").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HomeError(f"droidft cannot use its home folder {path} ({exc.strerror or exc}). "
+                        "Set DROIDFT_HOME to a writable folder.") from None
+    if not os.access(path, os.W_OK):
+        raise HomeError(f"droidft cannot write to its home folder {path}. "
+                        "Set DROIDFT_HOME to a writable folder.")
     return path
 
 
