@@ -163,3 +163,55 @@ def run_rank(run_id: str) -> int:
         raise
     finally:
         writer.close()
+
+
+def check_hosts(hosts: list[str], paths_needed: list[str], timeout: float = 5.0) -> list[dict]:
+    """Is each host reachable, with this Python and the model/data folders at the same paths?
+    Local hosts are checked directly; others over `ssh -o BatchMode=yes` (no password prompts)."""
+    results = []
+    for host in hosts:
+        row = {"host": host, "reachable": False, "python": False, "missing": [], "message": ""}
+        if host in LOCAL_NAMES or host == socket.gethostname():
+            row.update(reachable=True, python=Path(sys.executable).exists(),
+                       missing=[p for p in paths_needed if not Path(p).exists()])
+        else:
+            probe = "; ".join([f"test -x {shlex.quote(sys.executable)} && echo PY"]
+                              + [f"test -e {shlex.quote(p)} || echo MISSING:{shlex.quote(p)}" for p in paths_needed])
+            try:
+                out = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(timeout)}",
+                                      host, probe], capture_output=True, text=True, timeout=timeout + 5)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                row["message"] = f"ssh failed: {exc}"
+                results.append(row)
+                continue
+            if out.returncode == 255:
+                row["message"] = (out.stderr.strip().splitlines() or ["ssh failed"])[-1] + \
+                    " (set up passwordless ssh to this host)"
+            else:
+                lines = out.stdout.splitlines()
+                row.update(reachable=True, python="PY" in lines,
+                           missing=[line[len("MISSING:"):] for line in lines if line.startswith("MISSING:")])
+        if row["reachable"] and not row["python"]:
+            row["message"] = f"no Python at {sys.executable} there: install droidft at the same path"
+        elif row["missing"]:
+            row["message"] = "missing there: " + ", ".join(row["missing"]) + " (copy them to the same paths)"
+        elif row["reachable"]:
+            row["message"] = "ready"
+        results.append(row)
+    return results
+
+
+def rank_status(run_id: str) -> list[dict]:
+    """Per-rank state of a distributed run from the rank logs on this machine:
+    rank, its last log line, and whether that line reports a failure."""
+    out = []
+    for log in sorted(paths.run_dir(run_id).glob("rank*.log")):
+        try:
+            rank = int(log.stem[len("rank"):])
+        except ValueError:
+            continue
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        out.append({"rank": rank, "last_line": last, "failed": " ERROR " in f" {last} ",
+                    "lines": len(lines)})
+    return sorted(out, key=lambda r: r["rank"])

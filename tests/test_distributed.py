@@ -70,3 +70,21 @@ def test_stop_reaches_every_rank(demo_model):
     run = jobs.wait(run_id, timeout=120)
     assert run["status"] == "stopped", run.get("error")
     assert store.artifacts(run_id, kind="final_adapter")
+
+
+def test_machine_checks_and_rank_status(demo_model, tmp_path):
+    from droidft import paths
+    from droidft.distributed import check_hosts, rank_status
+
+    ok, = check_hosts(["127.0.0.1"], [str(demo_model)])
+    assert ok["reachable"] and ok["python"] and ok["message"] == "ready"
+    missing, = check_hosts(["localhost"], [str(tmp_path / "nope")])
+    assert "missing there" in missing["message"]
+
+    run_dir = paths.run_dir("r1")
+    run_dir.mkdir(parents=True)
+    (run_dir / "rank0.log").write_text("10:00:00 INFO  rank 0/2 on vm\n")
+    (run_dir / "rank1.log").write_text("10:00:00 INFO  rank 1/2 on vm\n10:00:05 ERROR rank 1 failed: boom\n")
+    status = rank_status("r1")
+    assert [s["rank"] for s in status] == [0, 1]
+    assert not status[0]["failed"] and status[1]["failed"]
