@@ -84,6 +84,8 @@ class RLTrainingConfig(BaseConfig):
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if out and self.type_problems():
+            return out  # the checks below assume each field has its declared type
         if self.optimizer not in TRAINER_OPTIMIZERS:
             out.append(f"optimizer must be one of {', '.join(TRAINER_OPTIMIZERS)} (got {self.optimizer!r})")
         if not isinstance(self.optimizer_config, dict):
@@ -114,6 +116,9 @@ class RLTrainingConfig(BaseConfig):
         if self.reference_model is not None and (
                 not isinstance(self.reference_model, str) or not self.reference_model.strip()):
             out.append("reference_model must be a model ('demo', a folder or a downloaded hub id) or unset")
+        if not self.distributed_problems() and self.world_size() > 1:
+            out.append(f"{self.method} trains on one machine (droidft runs mlx-lm-lora's trainer in "
+                       "a single process): unset hosts, hostfile and ranks_per_host")
         for name, value in self.LOCKED.items():
             if getattr(self, name) != value:
                 out.append(f"{self.method} means {name}={value!r} (got {getattr(self, name)!r}); "
@@ -271,6 +276,8 @@ class GRPOConfig(RLTrainingConfig):
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if out and self.type_problems():
+            return out  # the checks below assume each field has its declared type
         if isinstance(self.group_size, int) and not isinstance(self.group_size, bool) and self.group_size == 1:
             out.append("group_size must be >= 2: GRPO learns by comparing completions of the same "
                        "prompt, and one completion has nothing to be compared with")

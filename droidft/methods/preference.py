@@ -41,6 +41,8 @@ class PreferenceConfig(RLTrainingConfig):
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if out and self.type_problems():
+            return out  # the checks below assume each field has its declared type
         if isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and self.beta == 0:
             out.append(f"beta must be > 0 for {self.method}: it scales the preference term, "
                        "and 0 would switch the preference signal off")
@@ -66,6 +68,8 @@ class DPOConfig(PreferenceConfig):
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if out and self.type_problems():
+            return out  # the checks below assume each field has its declared type
         if self.loss_type not in DPO_LOSS_TYPES:
             out.append(f"loss_type must be one of {', '.join(DPO_LOSS_TYPES)} (got {self.loss_type!r})")
         _finite(out, "delta", self.delta, low=0)
@@ -88,6 +92,8 @@ class CPOConfig(PreferenceConfig):
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if out and self.type_problems():
+            return out  # the checks below assume each field has its declared type
         if self.loss_type not in DPO_LOSS_TYPES:
             out.append(f"loss_type must be one of {', '.join(DPO_LOSS_TYPES)} (got {self.loss_type!r})")
         _finite(out, "delta", self.delta, low=0)
@@ -106,6 +112,8 @@ class ORPOConfig(PreferenceConfig):
 
     def problems(self) -> list[str]:
         out = super().problems()
+        if out and self.type_problems():
+            return out  # the checks below assume each field has its declared type
         if self.reference_model:
             out.append("orpo uses no reference model: unset reference_model, or use dpo")
         return out
