@@ -8,28 +8,27 @@ import pandas as pd
 PALETTE = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777"]
 
 
-def series_chart(frame: pd.DataFrame, names: list[str], *, title: str, y_title: str,
-                 color_by: str = "name", height: int = 240, log_y: bool = False,
-                 zero: bool = False) -> alt.Chart:
-    """Lines of metric `names` against step; validation-like series get points too."""
-    data = frame[frame["name"].isin(names)][["step", "value", "name", *(
-        [color_by] if color_by not in ("name",) and color_by in frame.columns else [])]]
-    data = data.dropna(subset=["value"])
-    scale = alt.Scale(type="log") if log_y and len(data) and (data["value"] > 0).all() else alt.Scale(zero=zero)
+def series_chart(frame: pd.DataFrame, names: list[str], *, y_title: str, labels: dict | None = None,
+                 height: int = 230, zero: bool = False) -> alt.Chart:
+    """Lines of metric `names` against step (the page prints the title above it); validation
+    series get points too. `labels` maps metric names to short legend labels."""
+    data = frame[frame["name"].isin(names)][["step", "value", "name"]].dropna(subset=["value"])
+    data = data.assign(series=data["name"].map(labels or {}).fillna(data["name"]))
+    scale = alt.Scale(zero=zero)
+    # the legend sits above the plot in one row: below it, it would eat into the fixed height
+    legend = alt.Legend(orient="top", title=None, labelLimit=240, symbolSize=60) if len(names) > 1 else None
+    color = alt.Color("series:N", title=None, scale=alt.Scale(range=PALETTE), legend=legend)
+    tooltip = [alt.Tooltip("step:Q"), alt.Tooltip("name:N", title="metric"),
+               alt.Tooltip("value:Q", format=".4g")]
     base = alt.Chart(data)
-    # the legend sits inside the plot (top right, where falling curves leave room): a legend
-    # below the plot would eat into the chart's fixed height
-    legend = alt.Legend(orient="top-right", fillColor="#ffffffcc", padding=4) if len(names) > 1 else None
-    color = alt.Color(f"{color_by}:N", title=None, scale=alt.Scale(range=PALETTE), legend=legend)
-    tooltip = [alt.Tooltip("step:Q"), alt.Tooltip(f"{color_by}:N"), alt.Tooltip("value:Q", format=".4g")]
     line = base.mark_line(strokeWidth=2).encode(
-        x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=y_title, scale=scale),
+        x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=y_title or None, scale=scale),
         color=color, tooltip=tooltip)
     points = base.transform_filter(
         alt.FieldOneOfPredicate(field="name", oneOf=[n for n in names if n.startswith("val")] or ["__none__"])
     ).mark_point(filled=True, size=45).encode(x="step:Q", y=alt.Y("value:Q", scale=scale), color=color,
                                              tooltip=tooltip)
-    return (line + points).properties(title=title, height=height).interactive(bind_y=False)
+    return (line + points).properties(height=height).interactive(bind_y=False)
 
 
 def overlay_chart(frame: pd.DataFrame, metric: str, label_col: str = "run", height: int = 320) -> alt.Chart:

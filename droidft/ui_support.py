@@ -179,41 +179,58 @@ def latest_values(frame) -> dict[str, float]:
             if r.value is not None and not (isinstance(r.value, float) and math.isnan(r.value))}
 
 
-SFT_CHARTS = [
-    ("Loss", ["train_loss", "val_loss"], "loss"),
-    ("Learning rate", ["learning_rate"], "learning rate"),
-    ("Tokens per second", ["tokens_per_second"], "tokens/s"),
-    ("Peak memory", ["peak_memory_gb"], "GB"),
-]
-
-
 def chart_groups(names) -> list[tuple[str, list[str], str]]:
-    """Which charts a run's metrics make: the SFT ones, then RL rewards (total and per
-    function), KL and completion lengths when present, then anything else reported."""
+    """Which charts a run's metrics make, as (title, metric names, y-axis title): loss, the RL
+    rewards (total, per reward function), preference rewards, KL, completion lengths,
+    clipping, then learning rate, speed and memory, then anything else reported.
+    Spreads (`_std`), coverage and raw log-probabilities are left out."""
+    import re
+
     names = set(names)
-    groups = [(t, [n for n in ns if n in names], y) for t, ns, y in SFT_CHARTS]
-    groups = [g for g in groups if g[1]]
-    used = {n for _, ns, _ in groups for n in ns}
-    rewards = sorted(n for n in names if "reward" in n and n not in used)
-    if rewards:
-        total = [n for n in rewards if n in ("reward", "reward_mean", "total_reward", "rewards_mean")]
-        rest = [n for n in rewards if n not in total and not n.endswith("_std")]
-        groups.append(("Reward", total + rest, "reward"))
-        used.update(total + rest)
-    kl = sorted(n for n in names if n == "kl" or n.startswith("kl_") or n.endswith("_kl"))
-    if kl:
-        groups.append(("KL divergence", kl, "KL"))
-        used.update(kl)
-    lengths = sorted(n for n in names if "length" in n and n not in used)
-    if lengths:
-        groups.append(("Completion length", lengths, "tokens"))
-        used.update(lengths)
+    used: set[str] = set()
+    groups: list[tuple[str, list[str], str]] = []
+
+    def take(title: str, members, y_title: str) -> None:
+        members = [n for n in members if n in names and n not in used]
+        if members:
+            groups.append((title, members, y_title))
+            used.update(members)
+
+    def matching(pattern: str) -> list[str]:
+        return sorted(n for n in names if re.fullmatch(pattern, n))
+
+    take("Loss", ["train_loss", "val_loss"], "loss")
+    take("Reward", matching(r"(train_|val_)?total_rewards_mean") + ["reward_mean", "reward"], "reward")
+    take("Reward per function", [n for n in matching(r"(train|val)_.+_mean") if not re.search(
+        r"grouped_rewards|generated_tokens|logits|logps|kl", n)], "reward")
+    take("Preference rewards", matching(r"(train|val)_(chosen|rejected)_reward"), "reward")
+    take("Preference accuracy and margin", matching(r"(train|val)_(accuracies|margins)"), "value")
+    take("KL divergence", matching(r"(train_|val_)?kl"), "KL")
+    take("Completion length", matching(r"(train|val)_(average|min|max)_generated_tokens"), "tokens")
+    take("Clipping", matching(r".*clip_ratio.*"), "share clipped")
+    take("Learning rate", ["learning_rate"], "learning rate")
+    take("Tokens per second", ["tokens_per_second"], "tokens/s")
+    take("Peak memory", ["peak_memory_gb"], "GB")
     hidden = {"iterations_per_second", "trained_tokens", "val_time", "step_time"}
+    rest: dict[str, list[str]] = {}  # anything else: train_X and val_X share a chart
     for n in sorted(names - used - hidden):
-        if n.endswith("_std"):
-            continue
-        groups.append((n.replace("_", " ").capitalize(), [n], n))
+        if not re.search(r"_std$|_coverage$|logps|logits", n):
+            rest.setdefault(re.sub(r"^(train|val)_", "", n), []).append(n)
+    for key, members in rest.items():
+        take(key.replace("_", " ").capitalize(), members, "")
     return groups
+
+
+def series_labels(names: list[str]) -> dict[str, str]:
+    """Short legend labels for the metrics of one chart: the words they all share go (the
+    chart's title says them), e.g. train_loss/val_loss -> train/val."""
+    words = [n.split("_") for n in names]
+    common = set(words[0]).intersection(*words[1:]) if len(words) > 1 else set()
+    out = {}
+    for name, parts in zip(names, words):
+        kept = [w for w in parts if w not in common]
+        out[name] = " ".join(kept) or name.replace("_", " ")
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -33,7 +33,10 @@ def open_page(view: str = "views/home.py", **query) -> AppTest:
 
 
 def assert_clean(at: AppTest) -> None:
+    """No exception reached the page, and none was caught by the app's last-resort net."""
     assert not at.exception, [e.value for e in at.exception]
+    bugs = [e.value for e in at.error if "bug in droidft" in str(e.value)]
+    assert not bugs, bugs
 
 
 def texts(at: AppTest, kind: str) -> list[str]:
@@ -442,11 +445,19 @@ def test_merge_metrics_drops_overlap():
 
 def test_chart_groups_include_rl_metrics():
     groups = {t: ns for t, ns, _ in us.chart_groups(
-        {"train_loss", "val_loss", "learning_rate", "train_total_rewards_mean", "train_r1_accuracy_reward_func_mean",
-         "train_kl", "train_average_generated_tokens", "tokens_per_second"})}
+        {"train_loss", "val_loss", "learning_rate", "train_total_rewards_mean", "train_total_rewards_std",
+         "val_total_rewards_mean", "train_r1_accuracy_reward_func_mean", "train_exact_answer_mean",
+         "train_exact_answer_coverage", "train_kl", "val_kl", "train_average_generated_tokens",
+         "train_max_generated_tokens", "train_clip_ratio_total", "tokens_per_second", "train_chosen_reward",
+         "train_rejected_reward", "train_policy_chosen_logps", "train_accuracies"})}
     assert groups["Loss"] == ["train_loss", "val_loss"]
-    assert "train_total_rewards_mean" in groups["Reward"]
-    assert groups["KL divergence"] == ["train_kl"]
+    assert groups["Reward"] == ["train_total_rewards_mean", "val_total_rewards_mean"]
+    assert groups["Reward per function"] == ["train_exact_answer_mean", "train_r1_accuracy_reward_func_mean"]
+    assert groups["KL divergence"] == ["train_kl", "val_kl"]
+    assert groups["Completion length"] == ["train_average_generated_tokens", "train_max_generated_tokens"]
+    assert groups["Preference rewards"] == ["train_chosen_reward", "train_rejected_reward"]
+    assert "train_policy_chosen_logps" not in {n for ns in groups.values() for n in ns}
+    assert list(groups)[:2] == ["Loss", "Reward"]
 
 
 def test_field_specs_cover_every_method_and_defaults_are_valid():

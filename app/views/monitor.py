@@ -143,8 +143,9 @@ def live(run_id: str) -> None:
         cols = st.columns(2)
         for i, (title, names, y_title) in enumerate(groups):
             with cols[i % 2]:
-                st.altair_chart(series_chart(frame, names, title=title, y_title=y_title,
-                                             zero=y_title in ("GB", "tokens/s")),
+                st.markdown(f"**{title}**")
+                st.altair_chart(series_chart(frame, names, y_title=y_title, labels=us.series_labels(names),
+                                             zero=y_title in ("GB", "tokens/s", "tokens")),
                                 width="stretch", key=f"chart_{title}")
 
     rows = entry["samples"] or []
