@@ -101,7 +101,7 @@ def cmd_train(args) -> int:
         from .models import resolve_model
         from .data import resolve_dataset
 
-        print(config.to_mlx_lm_command(str(resolve_model(config.model)), str(resolve_dataset(config.data))))
+        print(config.to_mlx_lm_command(str(resolve_model(config.model)), str(resolve_dataset(config.data, method=config.method))))
         return 0
     run_id = jobs.start(config)
     return _follow(run_id, args.wait)
