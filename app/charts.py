@@ -22,7 +22,7 @@ def series_chart(frame: pd.DataFrame, names: list[str], *, y_title: str, labels:
                alt.Tooltip("value:Q", format=".4g")]
     base = alt.Chart(data)
     line = base.mark_line(strokeWidth=2).encode(
-        x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=y_title or None, scale=scale),
+        x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=y_title or None, scale=scale, axis=alt.Axis(format="~g")),
         color=color, tooltip=tooltip)
     points = base.transform_filter(
         alt.FieldOneOfPredicate(field="name", oneOf=[n for n in names if n.startswith("val")] or ["__none__"])
@@ -37,7 +37,7 @@ def overlay_chart(frame: pd.DataFrame, metric: str, label_col: str = "run", heig
     return alt.Chart(data, title=metric.replace("_", " "), height=height).mark_line(
         strokeWidth=2).encode(
         x=alt.X("step:Q", title="step"),
-        y=alt.Y("value:Q", title=metric.replace("_", " "), scale=alt.Scale(zero=False)),
+        y=alt.Y("value:Q", title=metric.replace("_", " "), scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
         color=alt.Color(f"{label_col}:N", title="run", scale=alt.Scale(range=PALETTE),
                         legend=alt.Legend(orient="right", labelLimit=320)),
         tooltip=[f"{label_col}:N", "step:Q", alt.Tooltip("value:Q", format=".4g")],
@@ -60,11 +60,13 @@ def histogram(values, *, title: str, x_title: str, bins: int = 40, marker: float
 def bar_chart(frame: pd.DataFrame, x: str, y: str, color: str | None = None, *, title: str,
               height: int = 260) -> alt.Chart:
     enc = dict(x=alt.X(f"{x}:N", title=None, axis=alt.Axis(labelAngle=0, labelLimit=200)),
-               y=alt.Y(f"{y}:Q", title=y.replace("_", " ")),
+               y=alt.Y(f"{y}:Q", title=y.replace("_", " "), axis=alt.Axis(format="~g")),
                tooltip=[f"{x}:N", alt.Tooltip(f"{y}:Q", format=".4g")])
     if color:
-        enc["color"] = alt.Color(f"{color}:N", scale=alt.Scale(range=PALETTE), legend=alt.Legend(orient="bottom"))
-        enc["xOffset"] = f"{color}:N"
+        legend = alt.Legend(orient="bottom") if color != x else None
+        enc["color"] = alt.Color(f"{color}:N", scale=alt.Scale(range=PALETTE), legend=legend)
+        if color != x:
+            enc["xOffset"] = f"{color}:N"
     return alt.Chart(frame, title=title, height=height).mark_bar().encode(**enc)
 
 

@@ -81,11 +81,11 @@ st.divider()
 report = call(datasets.validate_dataset, selected, method, max_problems=200, doing="check the dataset")
 if report is None:
     st.stop()
-st.subheader(f"Checks: {report.path}")
-cols = st.columns(4)
-cols[0].metric("Format", datasets.FORMAT_LABELS.get(report.format or "", "unknown"))
+st.subheader(f"Checks: {us.short_path(report.path)}")
+st.caption(f"`{report.path}` · format: **{datasets.FORMAT_LABELS.get(report.format or '', 'unknown')}**")
+cols = st.columns(3)
 for i, split in enumerate(("train", "valid", "test")):
-    cols[i + 1].metric(f"{split} rows", report.splits.get(split, "-"))
+    cols[i].metric(f"{split} rows", report.splits.get(split, "-"))
 if report.ok and not report.problems:
     st.success(f"Ready for {method.upper()}: no problems found.", icon=":material/check_circle:")
 elif report.ok:

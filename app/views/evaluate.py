@@ -22,6 +22,7 @@ fusion = engine("fusion")
 runs = call(jobs.list_runs, doing="read the runs", default=[]) or []
 fused = (call(fusion.fused_artifacts, default=[]) or []) if fusion else []
 choices = us.adapter_choices(runs, fused)
+run_names = {r["id"]: r.get("name") or r["id"] for r in runs}
 by_key = {c["key"]: c for c in choices}
 found = call(models, doing="look for models", default=[]) or []
 if not found:
@@ -81,11 +82,13 @@ report = st.session_state.get("ev.report")
 if report:
     st.subheader("Results")
     table = pd.DataFrame(report["table"])
+    table["target"] = table["target"].map(lambda t: run_names.get(t, t))
     st.dataframe(table, hide_index=True, width="stretch")
-    numbers = [c for c in table.columns if c != "target" and c != "perplexity"]
-    if numbers:
-        long = table.melt(id_vars="target", value_vars=numbers, var_name="metric", value_name="value")
-        st.altair_chart(bar_chart(long, "metric", "value", "target", title="By metric"), width="stretch")
+    numbers = [c for c in table.columns if c not in ("target", "perplexity")]
+    for col, metric in zip(st.columns(max(1, len(numbers))), numbers):
+        with col:  # one chart per metric: a loss and an accuracy do not share a scale
+            st.altair_chart(bar_chart(table, "target", metric, "target", title=metric.replace("_", " ")),
+                            width="stretch")
     for r in report["results"]:
         examples = [e for s in r["suites"].values() if isinstance(s.get("examples"), list)
                     for e in s["examples"] if isinstance(e, dict)]
@@ -101,5 +104,6 @@ if not history:
     st.caption("No evaluations yet: results are kept here, per run and per fused model.")
 else:
     rows = pd.DataFrame(us.evaluation_rows(history))
+    rows["target"] = rows["target"].map(lambda t: run_names.get(t, t))
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"value": st.column_config.NumberColumn("value", format="%.4f")})

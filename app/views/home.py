@@ -62,7 +62,7 @@ with col_machine:
         st.markdown(
             f"- **Device:** {us.fmt_device(info.get('device'))} · {info.get('cpus', '?')} CPUs\n"
             f"- **Memory:** {info.get('memory_gb') or '?'} GB\n"
-            f"- **Training math (BLAS):** {info.get('worker_blas', '?')}\n"
+            f"- **Training math (BLAS):** {us.short_blas(info.get('worker_blas'))}\n"
             f"- **MLX:** {info.get('mlx', '?')} · Python {info.get('python', '?')}"
         )
         if "not installed" in str(info.get("worker_blas", "")):

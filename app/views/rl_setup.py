@@ -27,7 +27,7 @@ if wanted in names and "rl.method" not in st.session_state:
 method_name = st.segmented_control("Method", names, key="rl.method", default=names[0], required=True,
                                    format_func=lambda n: n.upper().replace("DR_GRPO", "Dr.GRPO"))
 method = next(m for m in available if m.name == (method_name or names[0]))
-st.caption(f"**{method.name.upper()}** · {method.description or method.config_class.__doc__ or ''}")
+st.caption(method.description or (method.config_class.__doc__ or "").strip().split("\n\n")[0])
 
 P = f"rl.{method.name}"
 config_class = method.config_class
