@@ -1040,8 +1040,17 @@ def measured_tokens_per_s(model_path: str, limit: int = 5) -> float | None:
 # what Compare, Fusion and Evaluate offer
 
 
-# A question in the style of the demo data: the demo fine-tune visibly changes its answer.
-DEMO_PROMPT = "How many letters are in the word 'garden'?"
+def demo_prompt() -> str:
+    """A held-out question from the demo chat data (its test split), so the demo fine-tune's
+    new skill shows in Compare; a generic question if that file is missing."""
+    from . import paths
+
+    try:
+        with open(paths.DATA_DIR / "demo" / "chat" / "test.jsonl", encoding="utf-8") as fh:
+            row = json.loads(fh.readline())
+        return next(m["content"] for m in reversed(row["messages"]) if m.get("role") == "user")
+    except (OSError, ValueError, KeyError, StopIteration, TypeError):
+        return "What is your favourite colour?"
 
 
 def adapter_choices(runs: list[dict], fused: list[dict] | None = None) -> list[dict]:

@@ -92,7 +92,7 @@ if chat_mode:
         results.clear()
         st.rerun()
 else:
-    st.session_state.setdefault("cmp.prompt", us.DEMO_PROMPT)
+    st.session_state.setdefault("cmp.prompt", us.demo_prompt())
     prompt = st.text_area("Prompt", key="cmp.prompt", height=90)
     if not st.button("Generate", type="primary", icon=":material/play_arrow:", key="cmp.go"):
         prompt = None
