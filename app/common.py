@@ -270,3 +270,19 @@ def sign_in_gate() -> None:
                 st.rerun()
             st.error("That password is not right.")
     st.stop()
+
+
+def adapter_targets() -> tuple[list[dict], list[dict]]:
+    """(runs, adapters and fused models to pick from) for Compare, Fusion and Evaluate."""
+    from droidft import jobs
+
+    runs = call(jobs.list_runs, doing="read the runs", default=[]) or []
+    fusion = engine("fusion")
+    fused = (call(fusion.fused_artifacts, doing="list fused adapters", default=[]) or []) if fusion else []
+    return runs, us.adapter_choices(runs, fused)
+
+
+def model_select(label: str, found: list[dict], key: str, **kwargs) -> str:
+    """A select box over discovered models (their paths), labelled by model_label."""
+    labels = {m["path"]: model_label(m) for m in found}
+    return st.selectbox(label, list(labels), key=key, format_func=labels.get, **kwargs)

@@ -3,8 +3,7 @@ same sampling settings and seed, streamed, with each one's speed. Chat mode keep
 
 import streamlit as st
 
-from common import call, empty, engine, model_label, models, show_error
-from droidft import jobs
+from common import adapter_targets, call, empty, engine, model_select, models, show_error
 from droidft import ui_support as us
 
 st.title("Compare")
@@ -15,11 +14,7 @@ inference = engine("inference")
 if inference is None:
     st.info("Comparison needs the inference engine, which is not installed.", icon=":material/construction:")
     st.stop()
-fusion = engine("fusion")
-
-runs = call(jobs.list_runs, doing="read the runs", default=[]) or []
-fused = (call(fusion.fused_artifacts, doing="list fused adapters", default=[]) or []) if fusion else []
-choices = us.adapter_choices(runs, fused)
+runs, choices = adapter_targets()
 found = call(models, doing="look for models", default=[]) or []
 if not found:
     st.stop()
@@ -38,11 +33,9 @@ if "cmp.targets" not in st.session_state:
         if match:
             st.session_state["cmp.model"] = match
 
-model_paths = [m["path"] for m in found]
 c_model, c_targets = st.columns([2, 3])
 with c_model:
-    model_path = st.selectbox("Base model", model_paths, key="cmp.model",
-                              format_func=lambda p: model_label(next(m for m in found if m["path"] == p)))
+    model_path = model_select("Base model", found, key="cmp.model")
     include_base = st.toggle("Include the base model", value=True, key="cmp.base")
 with c_targets:
     usable = [c for c in choices if c["kind"] == "model" or us.same_base(c, model_path)]

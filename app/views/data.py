@@ -6,7 +6,7 @@ import streamlit as st
 
 from charts import histogram
 from common import (
-    allowed, attempt, call, data_mtime, goto, model_label, models, show_error, token_stats, tokenizer,
+    allowed, attempt, call, data_mtime, goto, model_select, models, show_error, token_stats, tokenizer,
     typed_path, viewer_note)
 from droidft import data as datasets
 from droidft import ui_support as us
@@ -132,8 +132,7 @@ st.subheader("As the model sees it")
 found = call(models, doing="look for models", default=[]) or []
 if not found:
     st.stop()
-mpath = st.selectbox("Tokenizer / chat template of", [m["path"] for m in found], key="data.model",
-                     format_func=lambda p: model_label(next(m for m in found if m["path"] == p)))
+mpath = model_select("Tokenizer / chat template of", found, key="data.model")
 split = st.segmented_control("Split", [s for s in ("train", "valid", "test") if s in report.splits] or ["train"],
                              default="train" if "train" in report.splits else None, key="data.split_pick")
 if not split:

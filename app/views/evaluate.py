@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from charts import bar_chart
-from common import allowed, attempt, call, empty, engine, model_label, models, viewer_note
-from droidft import jobs
+from common import adapter_targets, allowed, attempt, call, empty, engine, model_select, models, viewer_note
+from droidft import store
 from droidft import ui_support as us
 
 st.title("Evaluate")
@@ -17,11 +17,7 @@ evaluate = engine("evaluate")
 if evaluate is None:
     st.info("Evaluation needs the evaluation engine, which is not installed.", icon=":material/construction:")
     st.stop()
-fusion = engine("fusion")
-
-runs = call(jobs.list_runs, doing="read the runs", default=[]) or []
-fused = (call(fusion.fused_artifacts, default=[]) or []) if fusion else []
-choices = us.adapter_choices(runs, fused)
+runs, choices = adapter_targets()
 run_names = {r["id"]: r.get("name") or r["id"] for r in runs}
 by_key = {c["key"]: c for c in choices}
 found = call(models, doing="look for models", default=[]) or []
@@ -30,8 +26,7 @@ if not found:
 
 left, right = st.columns([2, 3])
 with left:
-    model_path = st.selectbox("Base model", [m["path"] for m in found], key="ev.model",
-                              format_func=lambda p: model_label(next(m for m in found if m["path"] == p)))
+    model_path = model_select("Base model", found, key="ev.model")
     include_base = st.toggle("Include the base model", value=True, key="ev.base")
 with right:
     usable = [c for c in choices if c["kind"] == "model" or us.same_base(c, model_path)]
@@ -97,8 +92,6 @@ if report:
                 st.dataframe(pd.DataFrame(examples), hide_index=True, width="stretch")
 
 st.subheader("History")
-from droidft import store  # noqa: E402
-
 history = call(store.evaluations, doing="read earlier evaluations", default=[]) or []
 if not history:
     st.caption("No evaluations yet: results are kept here, per run and per fused model.")

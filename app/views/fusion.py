@@ -5,8 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from charts import schedule_chart
-from common import allowed, attempt, call, empty, engine, goto, model_label, models, viewer_note
-from droidft import jobs, paths
+from common import (
+    adapter_targets, allowed, attempt, call, empty, engine, goto, model_select, models, viewer_note)
+from droidft import paths
 from droidft import ui_support as us
 
 st.title("Fusion")
@@ -19,9 +20,7 @@ if fusion is None:
     st.info("Fusion needs the fusion engine, which is not installed.", icon=":material/construction:")
     st.stop()
 
-runs = call(jobs.list_runs, doing="read the runs", default=[]) or []
-fused = call(fusion.fused_artifacts, doing="list fused adapters", default=[]) or []
-choices = [c for c in us.adapter_choices(runs, fused) if c["kind"] == "adapter"]
+choices = [c for c in adapter_targets()[1] if c["kind"] == "adapter"]
 found = call(models, doing="look for models", default=[]) or []
 if len(choices) < 2:
     empty("Fusion needs at least two adapters trained on the same base model. "
@@ -32,8 +31,7 @@ if not found:
     st.stop()
 
 by_key = {c["key"]: c for c in choices}
-model_path = st.selectbox("Base model", [m["path"] for m in found], key="fus.model",
-                          format_func=lambda p: model_label(next(m for m in found if m["path"] == p)))
+model_path = model_select("Base model", found, key="fus.model")
 n_layers = next((m.get("num_layers") for m in found if m["path"] == model_path), None) or 1
 usable = [c for c in choices if us.same_base(c, model_path)]
 picked = st.multiselect("Adapters to fuse (same base model)", [c["key"] for c in usable], key="fus.adapters",
