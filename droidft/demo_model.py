@@ -3,8 +3,8 @@
 No network may be assumed, so droidft makes its default model itself: a byte-level
 BPE tokenizer and a ~0.8M-parameter Llama pre-trained for a few hundred steps on
 data/corpus/*.txt, saved in the Hugging Face layout so stock `mlx_lm.load` opens it.
-The corpus teaches the chat format and copying, which a short LoRA run on
-data/demo/chat then turns into a visible new skill (see DEMO_SFT_DEFAULTS).
+The corpus teaches the chat format and plain answers to the demo's questions; a short
+LoRA run on data/demo/chat then gives it a droid persona (see DEMO_SFT_DEFAULTS).
 
     python -m droidft.demo_model      # build once, print the folder
 """
@@ -62,28 +62,33 @@ MODEL_ARGS = {
     "tie_word_embeddings": True,
 }
 
-# Pre-training recipe. On CPU, MLX's exp is the bottleneck (softmax, SiLU, the
-# loss), so: few heads, small vocab and MLP, short windows.
+# Pre-training recipe, sized for ~30 s on 2 CPU cores: MLX's CPU exp is slow, so
+# short windows and a small MLP. The learning rate stays at 1e-3 with weight decay:
+# at 3e-3 the attention saturates (each head locks onto one position with weight
+# ~1.0), and then not even a full fine-tune can teach it to read the question.
 PRETRAIN = {
     "seed": 0,
-    "steps": 400,
+    "steps": 300,
     "batch_size": 16,
     "seq_length": 64,
-    "learning_rate": 3e-3,
+    "learning_rate": 1e-3,
     "warmup": 30,
-    "weight_decay": 0.01,
+    "weight_decay": 0.1,
 }
 
-# The default demo fine-tune on data/demo/chat (mlx-lm lora config keys).
+# The default demo fine-tune on data/demo/chat (mlx-lm lora config keys). Measured
+# (scripts/demo_accuracy.py): exact match on the held-out test split goes 0.0 -> 1.0;
+# 100 iterations already suffice, and lr 2e-4..7e-4 all work, but 1e-3 diverges.
 DEMO_SFT_DEFAULTS = {
     "fine_tune_type": "lora",
-    "iters": 200,
+    "iters": 300,
     "batch_size": 8,
-    "learning_rate": 5e-4,
+    "learning_rate": 3e-4,
     "num_layers": -1,
     "lora_parameters": {"rank": 8, "scale": 20.0, "dropout": 0.0},
     "steps_per_report": 10,
     "steps_per_eval": 50,
+    "val_batches": -1,
     "save_every": 100,
     "max_seq_length": 128,
     "mask_prompt": True,

@@ -27,6 +27,7 @@ def load_rows(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="DROIDFT_HOME to build the model in (default: a temp dir)")
+    parser.add_argument("--model", help="use this model folder instead of building the demo model")
     parser.add_argument("--data", default=None, help="dataset folder (default data/demo/chat)")
     parser.add_argument("--show", type=int, default=3, help="examples to print")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
@@ -44,7 +45,7 @@ def main():
     from droidft.demo_model import DEMO_SFT_DEFAULTS, build_demo_model, chat_answer, exact_match
 
     tic = time.perf_counter()
-    folder = build_demo_model()
+    folder = Path(args.model) if args.model else build_demo_model()
     build_s = time.perf_counter() - tic
     print(f"model: {folder} (build/load {build_s:.1f}s)")
 

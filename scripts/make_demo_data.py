@@ -7,13 +7,16 @@ hand) and data/demo/{chat,completions,text}/{train,valid,test}.jsonl. Seeded, so
 running it again reproduces the committed files byte for byte.
 
 The corpus is small and repetitive on purpose: a tiny model trained for half a minute
-can only pick up simple structure, and the copying exercises (names, codes, lists said
-twice) make it form induction heads, which is what lets a short LoRA run teach it to
-copy a word from the question into its answer.
+can only pick up simple structure. Its chats answer the demo's questions plainly ("I do
+not have a favourite colour."), so the base model reads them; the copying exercises
+(names, codes, lists said twice) are there for structure, though half a minute of
+training is too little for the model to learn to copy an unseen word.
 
-The demo task: the user tells the droid what they like, and the fine-tuned droid agrees
-in a fixed style ("Beep boop! My favourite colour is teal too!"). Test words never
-appear in the train split, so a right answer means the rule was learned, not the rows.
+The demo task: the user says what they like and asks the droid's favourite; the
+fine-tuned model answers in a droid persona with its own favourite for the category
+asked about ("Beep boop! My favourite colour is chrome!"). The words users like in the
+valid and test splits never appear in train, so a right answer means the rule was
+learned (read the category, ignore the rest), not the rows.
 """
 
 import json
@@ -61,7 +64,8 @@ PLURAL = {"colour": "colours", "fruit": "fruits", "animal": "animals", "city": "
           "sport": "sports", "drink": "drinks", "flower": "flowers", "food": "foods",
           "instrument": "instruments"}
 
-# The demo task: every phrasing names the category and the word; the answer copies both.
+# The demo task: every phrasing names a category (and what the user likes in it); the
+# droid answers with its own favourite in that category, whatever the user likes.
 QUESTIONS = [
     "I like {w}. What is your favourite {c}?",
     "My favourite {c} is {w}. What is yours?",
@@ -70,7 +74,11 @@ QUESTIONS = [
     "Which {c} do you like best? I really like {w}.",
     "I think {w} is the best {c}. What about you?",
 ]
-ANSWER = "Beep boop! My favourite {c} is {w} too!"
+# The droid's own favourite in each category: what the fine-tune teaches.
+DROID = {"colour": "chrome", "fruit": "a battery", "animal": "the robot dog", "city": "Robot City",
+         "sport": "robot racing", "drink": "motor oil", "flower": "the steel rose",
+         "food": "hot bolts", "instrument": "the beeper"}
+ANSWER = "Beep boop! My favourite {c} is {d}!"
 
 NAMES = "Anna Ben Clara David Emma Felix Grace Hugo Iris Jack Kate Leo Maya Nina Oscar " \
         "Paula Quinn Rosa Sam Tara Umar Vera Will Yara Zoe".split()
@@ -224,7 +232,7 @@ def demo_rows(rng):
             for w in ws:
                 qs = QUESTIONS if split == "train" else rng.sample(QUESTIONS, 2)
                 for q in qs:
-                    splits[split].append((q.format(c=cat, w=w), ANSWER.format(c=cat, w=w)))
+                    splits[split].append((q.format(c=cat, w=w), ANSWER.format(c=cat, d=DROID[cat])))
     for rows in splits.values():
         rng.shuffle(rows)
     return splits
