@@ -273,6 +273,8 @@ def build_demo_model(out_dir: Path | None = None, force: bool = False, log=print
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and is_built(out_dir, digest):  # another process just built it
             return out_dir
+        for stale in out_dir.parent.glob(f".{out_dir.name}-*"):  # left by a killed build
+            shutil.rmtree(stale, ignore_errors=True)
         log(f"building the demo model in {out_dir} ...")
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
         try:
