@@ -324,4 +324,6 @@ def exact_match(model, tokenizer, rows: list[dict], max_tokens: int = 32) -> flo
 
 
 if __name__ == "__main__":
-    print(build_demo_model())
+    import sys
+
+    print(build_demo_model(log=lambda msg: print(msg, file=sys.stderr, flush=True)))
