@@ -37,35 +37,47 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory, demo_model):
-    """A dashboard server like a user starts it, on a free port, with a fresh home."""
-    home = tmp_path_factory.mktemp("e2e_home")
-    port = free_port()
+def launch_server(home: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app/Home.py` as a user starts it, on `home`; returns (process, url)
+    once the server answers its health check."""
+    port = port or free_port()
     env = dict(os.environ, DROIDFT_HOME=str(home), PYTHONUNBUFFERED="1")
-    log = open(home / "streamlit.log", "w")
+    log = open(home / f"streamlit-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
             if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                break
+                return proc, url
         except OSError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("streamlit did not start:\n" + (home / "streamlit.log").read_text()[-3000:])
+            proc.kill()
+            raise RuntimeError("streamlit did not start:\n" + (home / f"streamlit-{port}.log").read_text()[-3000:])
         time.sleep(0.5)
-    yield {"url": url, "home": home, "proc": proc}
+
+
+def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, demo_model):
+    """A dashboard server on a free port with a fresh home, shared by the journeys."""
+    home = tmp_path_factory.mktemp("e2e_home")
+    proc, url = launch_server(home)
+    yield {"url": url, "home": home, "proc": proc}
+    stop_server(proc)
     # stop any worker the journeys left running in that home
     old = os.environ.get("DROIDFT_HOME")
     os.environ["DROIDFT_HOME"] = str(home)
@@ -82,7 +94,27 @@ def server(tmp_path_factory, demo_model):
             os.environ.pop("DROIDFT_HOME", None)
         else:
             os.environ["DROIDFT_HOME"] = old
-    shutil.copy(home / "streamlit.log", ARTIFACTS / "streamlit.log") if ARTIFACTS.exists() else None
+    if ARTIFACTS.exists():
+        for log in home.glob("streamlit-*.log"):
+            shutil.copy(log, ARTIFACTS / log.name)
+
+
+@pytest.fixture
+def restartable_server(tmp_path, demo_model):
+    """A server of its own (fresh home) that a test may stop and start again on the same port."""
+    home = tmp_path / "restart_home"
+    home.mkdir()
+    port = free_port()
+    state = {"home": home, "port": port}
+    state["proc"], state["url"] = launch_server(home, port)
+
+    def restart():
+        stop_server(state["proc"])
+        state["proc"], state["url"] = launch_server(home, port)
+
+    state["restart"] = restart
+    yield state
+    stop_server(state["proc"])
 
 
 @pytest.fixture

@@ -50,14 +50,22 @@ def progress_text(page) -> str:
     return loc.inner_text(timeout=60_000) if loc.count() else ""
 
 
+LINE_POINTS_JS = """() => {
+    const paths = [...document.querySelectorAll('[data-testid="stVegaLiteChart"] path[aria-roledescription="line mark"], '
+                                                + '[data-testid="stVegaLiteChart"] g.mark-line path')];
+    if (!paths.length) return 0;
+    return Math.max(...paths.map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length));
+}"""
+
+
 def line_points(page) -> int:
-    """How many points the Monitor's loss line has (Vega draws SVG paths: one command per point)."""
-    return page.evaluate("""() => {
-        const paths = [...document.querySelectorAll('[data-testid="stVegaLiteChart"] path[aria-roledescription="line mark"], '
-                                                    + '[data-testid="stVegaLiteChart"] g.mark-line path')];
-        if (!paths.length) return 0;
-        return Math.max(...paths.map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length));
-    }""")
+    """How many points the Monitor's longest line has (Vega draws SVG paths: one command per point)."""
+    return page.evaluate(LINE_POINTS_JS)
+
+
+def wait_points(page, n: int, timeout: int = LONG) -> None:
+    """Wait until the loss line has at least n points."""
+    page.wait_for_function(f"() => ({LINE_POINTS_JS})() >= {n}", timeout=timeout)
 
 
 def test_1_demo_finetune_from_home_to_a_completed_run(server, page):
@@ -168,3 +176,33 @@ def test_4_sessions_lists_runs_and_overlays_two(server, server_home, page):
     assert len(selected) == 2 and set(selected) <= {r["id"] for r in runs}
     legend = page.locator("[data-testid='stVegaLiteChart']").first.inner_text()
     assert legend is not None
+
+
+def test_5_monitor_reattaches_after_a_server_restart_mid_run(restartable_server, page, monkeypatch):
+    """Training lives in its own process: restart the dashboard mid-run, reload the same
+    Monitor link, and every point the trainer reported is on the chart."""
+    from droidft import jobs, store
+    from droidft.config import LoraParameters, SFTConfig
+
+    monkeypatch.setenv("DROIDFT_HOME", str(restartable_server["home"]))
+    rid = jobs.start(SFTConfig(model="demo", data="demo", name="survives restarts", iters=100000,
+                               batch_size=4, steps_per_report=5, steps_per_eval=100000, save_every=100000,
+                               val_batches=2, max_seq_length=128, lora_parameters=LoraParameters(rank=4)))
+    try:
+        link = f"/monitor?run={rid}"
+        page.goto(restartable_server["url"] + link)
+        wait_points(page, 2)
+        before = line_points(page)
+        restartable_server["restart"]()
+        assert store.get_run(rid)["status"] == "running", "the run outlived the dashboard"
+        stored = len(store.metrics(rid, names=["train_loss"]))  # all of these must be shown
+        page.goto(restartable_server["url"] + link)  # the reopened tab, same link
+        wait_points(page, stored)
+        shown = line_points(page)
+        page.wait_for_timeout(2000)  # let every chart draw before the screenshot
+        shot(page, "5-monitor-after-restart")
+        assert shown >= stored > before, (before, stored, shown)
+        assert page.get_by_text("running", exact=True).count() >= 1
+    finally:
+        jobs.stop(rid)
+        jobs.wait(rid, timeout=300)
