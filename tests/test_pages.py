@@ -357,10 +357,13 @@ def test_data_page_generates_sample_data_and_splits_an_upload(demo_model):
     assert any("Ready for DPO" in s for s in texts(at, "success"))
 
     rows = "".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(20))
-    folder = us.save_uploads([("../../my data.jsonl", rows.encode())], "upload")
-    assert folder.parent == us.datasets_dir() and (folder / "train.jsonl").is_file()
     at = open_page("views/data.py")
-    at.selectbox(key="data.pick").select(str(folder)).run()
+    at.file_uploader(key="data.upload").set_value(("../../my data.jsonl", rows.encode(), "application/jsonl")).run()
+    at.text_input(key="data.upload_name").input("my upload").run()
+    at.button(key="data.save_upload").click().run()
+    assert_clean(at)
+    folder = Path(at.session_state["data.selected"])
+    assert folder.parent == us.datasets_dir() and folder.name == "my_upload" and (folder / "train.jsonl").is_file()
     assert any("Not ready" in e for e in texts(at, "error")), "no validation split yet"
     at.button(key="data.split").click().run()
     assert_clean(at)
@@ -529,3 +532,30 @@ def test_evaluate_runs_suites_on_base_and_adapter_and_keeps_history(with_runs):
     assert charts(at)
     history = at.dataframe[-1].value
     assert len(history) >= 2 and set(history["suite"]) == {"loss"}
+
+
+# -- LAN sharing (the engine's rules, the pages' gate) ---------------------------------------------------------
+
+
+def test_lan_mode_asks_for_a_password_and_viewers_cannot_start_runs(demo_model, monkeypatch):
+    from droidft import security
+
+    monkeypatch.setenv("DROIDFT_LAN", "1")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert any("no password is set" in e for e in texts(at, "error"))
+    assert not at.button, "nothing usable before a password exists"
+
+    security.set_password("owner-secret", "owner")
+    security.set_password("viewer-secret", "viewer")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.text_input[0].input("wrong password")  # typed and submitted together, as a form does
+    at.button[0].click().run()
+    assert any("not right" in e for e in texts(at, "error"))
+    at.text_input[0].input("viewer-secret")
+    at.button[0].click().run()
+    assert_clean(at)
+    assert at.session_state["role"] == "viewer"
+    assert at.button(key="demo_start").disabled
+    at.switch_page("views/sft_setup.py").run()
+    assert at.button(key="sft.start").disabled
+    assert not store.list_runs()
