@@ -129,7 +129,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # Not with the test process's LD_PRELOAD (OpenBLAS for MLX): Chromium's renderers crash on it.
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
         yield b
         b.close()
 
