@@ -204,7 +204,8 @@ def bench_browser_latency(samples: int) -> None:
             except OSError:
                 time.sleep(0.5)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
+                                        env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
             page = browser.new_page()
             page.goto(f"{url}/monitor?run={rid}")
             writer.metric(0, "train_loss", 5.0)
