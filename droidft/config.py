@@ -268,6 +268,39 @@ class BaseConfig:
         return self
 
 
+def training_loop_problems(cfg, optimizers=OPTIMIZERS) -> list[str]:
+    """Checks of the fields every trainer loop shares (optimizer, schedule, batch, cadence),
+    for SFT and the mlx-lm-lora methods alike. Assumes the fields are of their declared types."""
+    out: list[str] = []
+    if cfg.optimizer not in optimizers:
+        out.append(f"optimizer must be one of {', '.join(optimizers)} (got {cfg.optimizer!r})")
+    if not isinstance(cfg.optimizer_config, dict):
+        out.append("optimizer_config must be a mapping such as {adamw: {weight_decay: 0.01}}")
+    _positive_int(out, "batch_size", cfg.batch_size)
+    _positive_int(out, "iters", cfg.iters)
+    if cfg.epochs is not None:
+        _finite(out, "epochs", cfg.epochs, low=0, low_open=True)
+    _finite(out, "learning_rate", cfg.learning_rate, low=0, low_open=True, high=10)
+    _positive_int(out, "warmup_steps", cfg.warmup_steps, minimum=0)
+    if isinstance(cfg.warmup_steps, int) and isinstance(cfg.iters, int) and cfg.epochs is None \
+            and cfg.warmup_steps >= cfg.iters > 0:
+        out.append(f"warmup_steps ({cfg.warmup_steps}) must be smaller than iters ({cfg.iters})")
+    if cfg.lr_schedule is not None:
+        if not isinstance(cfg.lr_schedule, dict) or "name" not in cfg.lr_schedule:
+            out.append("lr_schedule must be a mapping with name and arguments, e.g. "
+                       "{name: cosine_decay, arguments: [1e-5, 1000], warmup: 100}")
+        elif cfg.lr_schedule["name"] not in LR_SCHEDULES:
+            out.append(f"lr_schedule name must be one of {', '.join(LR_SCHEDULES)}")
+    if not isinstance(cfg.val_batches, int) or isinstance(cfg.val_batches, bool) or (
+        cfg.val_batches != -1 and cfg.val_batches < 1
+    ):
+        out.append(f"val_batches must be -1 (whole validation set) or >= 1 (got {cfg.val_batches!r})")
+    for name in ("steps_per_report", "steps_per_eval", "save_every", "max_seq_length",
+                 "grad_accumulation_steps"):
+        _positive_int(out, name, getattr(cfg, name))
+    return out
+
+
 @dataclass
 class SFTConfig(BaseConfig):
     """Supervised fine-tuning through mlx-lm's trainer (LoRA, DoRA, full, QLoRA)."""
@@ -295,33 +328,7 @@ class SFTConfig(BaseConfig):
         out = super().problems()
         if out and self.type_problems():
             return out
-        if self.optimizer not in OPTIMIZERS:
-            out.append(f"optimizer must be one of {', '.join(OPTIMIZERS)} (got {self.optimizer!r})")
-        if not isinstance(self.optimizer_config, dict):
-            out.append("optimizer_config must be a mapping such as {adamw: {weight_decay: 0.01}}")
-        _positive_int(out, "batch_size", self.batch_size)
-        _positive_int(out, "iters", self.iters)
-        if self.epochs is not None:
-            _finite(out, "epochs", self.epochs, low=0, low_open=True)
-        _finite(out, "learning_rate", self.learning_rate, low=0, low_open=True, high=10)
-        _positive_int(out, "warmup_steps", self.warmup_steps, minimum=0)
-        if isinstance(self.warmup_steps, int) and isinstance(self.iters, int) and self.epochs is None \
-                and self.warmup_steps >= self.iters > 0:
-            out.append(f"warmup_steps ({self.warmup_steps}) must be smaller than iters ({self.iters})")
-        if self.lr_schedule is not None:
-            if not isinstance(self.lr_schedule, dict) or "name" not in self.lr_schedule:
-                out.append("lr_schedule must be a mapping with name and arguments, e.g. "
-                           "{name: cosine_decay, arguments: [1e-5, 1000], warmup: 100}")
-            elif self.lr_schedule["name"] not in LR_SCHEDULES:
-                out.append(f"lr_schedule name must be one of {', '.join(LR_SCHEDULES)}")
-        if not isinstance(self.val_batches, int) or isinstance(self.val_batches, bool) or (
-            self.val_batches != -1 and self.val_batches < 1
-        ):
-            out.append(f"val_batches must be -1 (whole validation set) or >= 1 (got {self.val_batches!r})")
-        for name in ("steps_per_report", "steps_per_eval", "save_every", "max_seq_length",
-                     "grad_accumulation_steps"):
-            _positive_int(out, name, getattr(self, name))
-        return out
+        return out + training_loop_problems(self, OPTIMIZERS)
 
     def schedule(self) -> dict | None:
         """The mlx-lm `lr_schedule` dict this config trains with (warmup shorthand expanded)."""

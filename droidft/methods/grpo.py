@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 from .. import data as datasets
 from .. import paths, rewards
-from ..config import OPTIMIZERS, BaseConfig, LR_SCHEDULES, _finite, _positive_int
+from ..config import OPTIMIZERS, BaseConfig, _finite, _positive_int, training_loop_problems
 from ..reporting import RunContext, StoreCallback
 from . import Method, register
 
@@ -86,32 +86,7 @@ class RLTrainingConfig(BaseConfig):
         out = super().problems()
         if out and self.type_problems():
             return out  # the checks below assume each field has its declared type
-        if self.optimizer not in TRAINER_OPTIMIZERS:
-            out.append(f"optimizer must be one of {', '.join(TRAINER_OPTIMIZERS)} (got {self.optimizer!r})")
-        if not isinstance(self.optimizer_config, dict):
-            out.append("optimizer_config must be a mapping such as {adamw: {weight_decay: 0.01}}")
-        _positive_int(out, "batch_size", self.batch_size)
-        _positive_int(out, "iters", self.iters)
-        if self.epochs is not None:
-            _finite(out, "epochs", self.epochs, low=0, low_open=True)
-        _finite(out, "learning_rate", self.learning_rate, low=0, low_open=True, high=10)
-        _positive_int(out, "warmup_steps", self.warmup_steps, minimum=0)
-        if isinstance(self.warmup_steps, int) and isinstance(self.iters, int) and self.epochs is None \
-                and self.warmup_steps >= self.iters > 0:
-            out.append(f"warmup_steps ({self.warmup_steps}) must be smaller than iters ({self.iters})")
-        if self.lr_schedule is not None:
-            if not isinstance(self.lr_schedule, dict) or "name" not in self.lr_schedule:
-                out.append("lr_schedule must be a mapping with name and arguments, e.g. "
-                           "{name: cosine_decay, arguments: [1e-5, 1000], warmup: 100}")
-            elif self.lr_schedule["name"] not in LR_SCHEDULES:
-                out.append(f"lr_schedule name must be one of {', '.join(LR_SCHEDULES)}")
-        if not isinstance(self.val_batches, int) or isinstance(self.val_batches, bool) or (
-            self.val_batches != -1 and self.val_batches < 1
-        ):
-            out.append(f"val_batches must be -1 (whole validation set) or >= 1 (got {self.val_batches!r})")
-        for name in ("steps_per_report", "steps_per_eval", "save_every", "max_seq_length",
-                     "grad_accumulation_steps"):
-            _positive_int(out, name, getattr(self, name))
+        out += training_loop_problems(self, TRAINER_OPTIMIZERS)
         _finite(out, "beta", self.beta, low=0)
         if self.reference_model is not None and (
                 not isinstance(self.reference_model, str) or not self.reference_model.strip()):
