@@ -443,6 +443,12 @@ HELP = {
     "grpo_loss_type": "grpo, bnpo or dr_grpo: how token losses are normalised.",
     "loss_type": "Preference loss variant (sigmoid, hinge, ipo, ...).",
     "delta": "Margin for the hinge / DPOP loss variants.",
+    "hosts": "Machines to train on together, e.g. [127.0.0.1, 10.0.0.7] (the first is this one: it "
+             "writes the run). Empty = this machine only. Needs passwordless ssh and the same paths.",
+    "hostfile": "An mlx.launch hostfile (JSON) instead of a host list.",
+    "ranks_per_host": "Training processes per machine (mlx.launch -n). 2 on one machine checks a "
+                      "multi-machine setup; it is not faster on the same cores.",
+    "distributed_backend": "ring (TCP, works everywhere) or mpi (needs MPI installed).",
 }
 
 GROUPS = {
@@ -451,6 +457,7 @@ GROUPS = {
     "Training": ("iters", "epochs", "batch_size", "learning_rate", "optimizer", "warmup_steps",
                  "grad_accumulation_steps", "max_seq_length", "mask_prompt", "grad_checkpoint"),
     "Evaluation and saving": ("steps_per_report", "steps_per_eval", "val_batches", "save_every"),
+    "Machines": ("hosts", "hostfile", "ranks_per_host", "distributed_backend"),
 }
 # set by the app itself (pickers, resume), not typed into the generic form
 MANAGED_FIELDS = ("model", "data", "name", "resume_adapter_file", "start_step")
@@ -461,7 +468,7 @@ def _choices_for(name: str, config_class, tp=str) -> list | None:
 
     known = {"fine_tune_type": list(cfg.FINE_TUNE_TYPES), "optimizer": list(cfg.OPTIMIZERS),
              "blas": ["auto", "openblas", "reference"], "quantize_bits": [None, 2, 3, 4, 5, 6, 8],
-             "quantize_group_size": [32, 64, 128]}
+             "quantize_group_size": [32, 64, 128], "distributed_backend": ["ring", "mpi"]}
     if name in known:
         return known[name]
     # a method module may declare its own: UPPER_NAME + "S" tuples (e.g. LOSS_TYPES) or

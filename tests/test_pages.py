@@ -559,3 +559,28 @@ def test_lan_mode_asks_for_a_password_and_viewers_cannot_start_runs(demo_model, 
     at.switch_page("views/sft_setup.py").run()
     assert at.button(key="sft.start").disabled
     assert not store.list_runs()
+
+
+# -- machines (issue 7) ------------------------------------------------------------------------------------------
+
+
+def test_sft_machines_section_checks_hosts_and_monitor_shows_ranks(demo_model):
+    at = open_page("views/sft_setup.py")
+    at.number_input(key="sft.ranks_per_host").set_value(2).run()
+    assert_clean(at)
+    at.button(key="sft.check_hosts").click().run()
+    assert_clean(at)
+    assert any("127.0.0.1" in t and "ready" in t for t in texts(at, "success")), texts(at, "success")
+
+    from droidft import paths
+
+    run_id = store.create_run(method="sft", config={**SFTConfig(ranks_per_host=2).to_dict()},
+                              model=str(demo_model), data="demo", name="two ranks")
+    store.update_run(run_id, status="failed", ended_at=time.time())
+    run_dir = paths.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    (run_dir / "rank0.log").write_text("10:00:00 INFO  rank 0/2 on vm\n")
+    (run_dir / "rank1.log").write_text("10:00:05 ERROR rank 1 failed: connection lost\n")
+    at = open_page("views/monitor.py", run=run_id)
+    captions = " ".join(c.value for c in at.caption)
+    assert "rank 0" in captions and "rank 1 failed: connection lost" in captions

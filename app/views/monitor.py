@@ -148,6 +148,17 @@ def live(run_id: str) -> None:
                                              zero=y_title in ("GB", "tokens/s", "tokens")),
                                 width="stretch", key=f"chart_{title}")
 
+    config = current.get("config") or {}
+    if (config.get("ranks_per_host") or 1) > 1 or config.get("hosts") or config.get("hostfile"):
+        from droidft.distributed import rank_status
+
+        ranks = call(rank_status, run_id, doing="read the ranks' logs", default=[]) or []
+        if ranks:
+            st.markdown("**Ranks**")
+            for r in ranks:
+                icon = ":material/error:" if r["failed"] else ":material/check_circle:"
+                st.caption(f"{icon} rank {r['rank']}: {r['last_line'][:200]}")
+
     rows = entry["samples"] or []
     if rows:
         samples, logs = st.columns(2)

@@ -93,6 +93,21 @@ if config is not None and model_path is not None:
             tab_cmd.code(config.to_mlx_lm_command(str(model_path), str(data_path)), language="bash", wrap_lines=True)
             tab_yaml.code(config.to_mlx_lm_yaml(str(model_path), str(data_path)), language="yaml", height=220)
 
+# -- machines (data-parallel training through mlx.launch) --------------------------------------
+if config is not None and (config.hosts or config.hostfile or config.ranks_per_host > 1):
+    with st.expander(f"Machines: {config.world_size()} training processes", expanded=True,
+                     icon=":material/lan:"):
+        st.caption("Each machine needs passwordless ssh from this one, this Python at the same path, "
+                   "and the model and data at the same paths. Rank 0 runs here and writes the run.")
+        if st.button("Check machines", key="sft.check_hosts", icon=":material/network_check:"):
+            from droidft.distributed import check_hosts
+
+            needed = [str(p) for p in (model_path, data_path) if p is not None]
+            rows = call(check_hosts, config.hosts or ["127.0.0.1"], needed, doing="check the machines",
+                        default=[]) or []
+            for row in rows:
+                (st.success if row["message"] == "ready" else st.error)(f"**{row['host']}**: {row['message']}")
+
 # -- start ------------------------------------------------------------------------------------
 if problems:
     st.error("**Fix these settings before starting:**\n" + "\n".join(f"- {p}" for p in problems),
