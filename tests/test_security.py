@@ -83,3 +83,17 @@ def test_cli_sets_passwords_from_stdin():
     out = subprocess.run([sys.executable, "-m", "droidft.cli", "set-password", "--stdin", "--viewer"],
                          input="short\n", capture_output=True, text=True)
     assert out.returncode == 2 and "at least 8" in out.stderr
+
+
+def test_uploads_cannot_escape_or_exceed_the_limit(tmp_path):
+    from droidft.data import DataError
+    from droidft.ui_support import save_uploads
+
+    folder = save_uploads([("../../../../etc/train.jsonl", b'{"text": "hi"}\n'),
+                           ("..\\..\\valid.jsonl", b'{"text": "hi"}\n')], "../../escape")
+    assert paths.home() in folder.resolve().parents
+    assert sorted(p.name for p in folder.iterdir()) == ["train.jsonl", "valid.jsonl"]
+    with pytest.raises(DataError, match="limit"):
+        save_uploads([("big.jsonl", b"x" * 2048)], "big", max_bytes=1024)
+    with pytest.raises(DataError, match="not a .jsonl"):
+        save_uploads([("run.py", b"import os")], "code")
