@@ -268,6 +268,17 @@ class BaseConfig:
         return self
 
 
+def lr_schedule_for(cfg) -> dict | None:
+    """The mlx-lm `lr_schedule` dict a config trains with: its own, or the `warmup_steps`
+    shorthand expanded to a cosine decay with linear warmup."""
+    if cfg.lr_schedule:
+        return cfg.lr_schedule
+    if cfg.warmup_steps:
+        return {"name": "cosine_decay", "arguments": [cfg.learning_rate, cfg.iters],
+                "warmup": cfg.warmup_steps, "warmup_init": 0.0}
+    return None
+
+
 def training_loop_problems(cfg, optimizers=OPTIMIZERS) -> list[str]:
     """Checks of the fields every trainer loop shares (optimizer, schedule, batch, cadence),
     for SFT and the mlx-lm-lora methods alike. Assumes the fields are of their declared types."""
@@ -331,13 +342,7 @@ class SFTConfig(BaseConfig):
         return out + training_loop_problems(self, OPTIMIZERS)
 
     def schedule(self) -> dict | None:
-        """The mlx-lm `lr_schedule` dict this config trains with (warmup shorthand expanded)."""
-        if self.lr_schedule:
-            return self.lr_schedule
-        if self.warmup_steps:
-            return {"name": "cosine_decay", "arguments": [self.learning_rate, self.iters],
-                    "warmup": self.warmup_steps, "warmup_init": 0.0}
-        return None
+        return lr_schedule_for(self)
 
     # -- the stock mlx-lm equivalent ------------------------------------------------
 

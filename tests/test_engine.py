@@ -3,12 +3,12 @@
 import os
 import signal
 import sys
-import time
 
 import pytest
 
 from droidft import jobs, store
 from droidft.config import LoraParameters, SFTConfig
+from helpers import wait_for
 
 TRAIN_METRICS = {"train_loss", "learning_rate", "iterations_per_second", "tokens_per_second",
                  "trained_tokens", "peak_memory_gb"}
@@ -23,14 +23,6 @@ def quick(**overrides) -> SFTConfig:
     return SFTConfig(**values)
 
 
-def wait_for(predicate, timeout=120.0, poll=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("timed out waiting")
 
 
 def test_run_completes_records_everything_and_adapter_loads_in_stock_mlx_lm(demo_model):

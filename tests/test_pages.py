@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from droidft import jobs, store
 from droidft import ui_support as us
 from droidft.config import LoraParameters, SFTConfig
+from helpers import wait_for as shared_wait_for
 
 APP = Path(__file__).resolve().parent.parent / "app" / "Home.py"
 VIEWS = ["views/home.py", "views/data.py", "views/sft_setup.py", "views/rl_setup.py", "views/monitor.py",
@@ -57,13 +58,7 @@ def tiny(**overrides) -> SFTConfig:
 
 
 def wait_for(predicate, timeout=300.0, poll=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("timed out waiting")
+    return shared_wait_for(predicate, timeout=timeout, poll=poll)
 
 
 def stop_all() -> None:

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 from .. import data as datasets
 from .. import paths, rewards
-from ..config import OPTIMIZERS, BaseConfig, _finite, _positive_int, training_loop_problems
+from ..config import OPTIMIZERS, BaseConfig, _finite, _positive_int, lr_schedule_for, training_loop_problems
 from ..reporting import RunContext, StoreCallback
 from . import Method, register
 
@@ -101,12 +101,7 @@ class RLTrainingConfig(BaseConfig):
         return out
 
     def schedule(self) -> dict | None:
-        if self.lr_schedule:
-            return self.lr_schedule
-        if self.warmup_steps:
-            return {"name": "cosine_decay", "arguments": [self.learning_rate, self.iters],
-                    "warmup": self.warmup_steps, "warmup_init": 0.0}
-        return None
+        return lr_schedule_for(self)
 
     # -- the stock mlx-lm-lora equivalent -------------------------------------------------
 
