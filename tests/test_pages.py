@@ -579,3 +579,21 @@ def test_sft_machines_section_checks_hosts_and_monitor_shows_ranks(demo_model):
     at = open_page("views/monitor.py", run=run_id)
     captions = " ".join(c.value for c in at.caption)
     assert "rank 0" in captions and "rank 1 failed: connection lost" in captions
+
+
+def test_compare_chat_mode_keeps_each_conversation(with_runs):
+    at = open_page("views/compare.py", run=with_runs[0])
+    at.toggle(key="cmp.chat").set_value(True).run()
+    assert_clean(at)
+    at.chat_input(key="cmp.chat_input").set_value("I like teal. What is your favourite colour?").run()
+    assert_clean(at)
+    at.chat_input(key="cmp.chat_input").set_value("And your favourite fruit?").run()
+    assert_clean(at)
+    history = at.session_state["cmp.history"]
+    assert set(history) == {"base", f"run:{with_runs[0]}"}
+    for messages in history.values():  # two turns each: user, assistant, user, assistant
+        assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+        assert messages[2]["content"] == "And your favourite fruit?"
+    at.button(key="cmp.clear").click().run()
+    assert_clean(at)
+    assert not at.session_state["cmp.history"]
