@@ -137,3 +137,18 @@ def stoppable(iterate_batches: Callable, ctx: RunContext, on_step: Callable[[int
 
     return wrapped
 
+
+def checkpoint_recorder(ctx: RunContext, save_every: int) -> Callable[[int], None]:
+    """An `on_step` hook for `stoppable`: before batch `it`, step it-1 is done and, on a save
+    step, the trainer has written its checkpoint, which becomes an artifact."""
+
+    def on_step(it: int) -> None:
+        done = it - 1
+        ctx.state["step"] = done
+        if done > 0 and done % save_every == 0:
+            ckpt = ctx.adapter_dir / f"{done:07d}_adapters.safetensors"
+            if ckpt.exists():
+                ctx.artifact(kind="checkpoint", path=str(ckpt), step=done + ctx.step_offset)
+
+    return on_step
+

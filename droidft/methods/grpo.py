@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 from .. import data as datasets
 from .. import paths, rewards
 from ..config import OPTIMIZERS, BaseConfig, _finite, _positive_int, lr_schedule_for, training_loop_problems
-from ..reporting import RunContext, StoreCallback
+from ..reporting import RunContext, StoreCallback, checkpoint_recorder
 from . import Method, register
 
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
@@ -522,13 +522,7 @@ def train_with_store(config, ctx: RunContext, model, model_path: Path, train, pa
 
     save_every = config.save_every
 
-    def on_step(it: int):
-        ctx.state["step"] = it - 1
-        done = it - 1
-        if done > 0 and done % save_every == 0:
-            ckpt = ctx.adapter_dir / f"{done:07d}_adapters.safetensors"
-            if ckpt.exists():
-                ctx.artifact(kind="checkpoint", path=str(ckpt), step=done + ctx.step_offset)
+    on_step = checkpoint_recorder(ctx, save_every)
 
     last = config.iters
     with ExitStack() as stack:

@@ -18,7 +18,7 @@ from .. import data as datasets
 from .. import store
 from ..config import SFTConfig
 from ..models import quantized_copy, resolve_model
-from ..reporting import RunContext, StoreCallback, stoppable
+from ..reporting import RunContext, StoreCallback, checkpoint_recorder, stoppable
 from . import Method, register
 
 
@@ -67,13 +67,7 @@ def run(config: SFTConfig, ctx: RunContext) -> None:
     callback = StoreCallback(ctx, model=model, adapter_config=ctx.adapter_dir / "adapter_config.json")
     save_every = config.save_every
 
-    def on_step(it: int):
-        ctx.state["step"] = it - 1
-        done = it - 1
-        if done > 0 and done % save_every == 0:
-            ckpt = ctx.adapter_dir / f"{done:07d}_adapters.safetensors"
-            if ckpt.exists():
-                ctx.artifact(kind="checkpoint", path=str(ckpt), step=done + ctx.step_offset)
+    on_step = checkpoint_recorder(ctx, save_every)
 
     with _patched_train(lambda ib: stoppable(ib, ctx, on_step=on_step)):
         train_model(args, model, train_set, valid_set, callback)
