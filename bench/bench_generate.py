@@ -34,22 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def random_adapter(model_path: Path, out: Path, rank: int = 8) -> Path:
     """A LoRA adapter on every linear layer with random non-zero factors (throughput only)."""
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-    from mlx_lm.utils import load_model
+    from droidft.synthetic import random_lora_adapter
 
-    model, _ = load_model(model_path)
-    params = {"rank": rank, "scale": 20.0, "dropout": 0.0}
-    linear_to_lora_layers(model, len(model.layers), params)
-    tensors = {k: (mx.random.normal(v.shape) * 0.01 if k.endswith("lora_b") else v)
-               for k, v in tree_flatten(model.trainable_parameters()) if k.endswith((".lora_a", ".lora_b"))}
-    out.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(out / "adapters.safetensors"), tensors)
-    (out / "adapter_config.json").write_text(json.dumps({
-        "model": str(model_path), "fine_tune_type": "lora", "num_layers": len(model.layers),
-        "lora_parameters": params}))
-    return out
+    return random_lora_adapter(model_path, out, rank=rank, scale=20.0, b_std=0.01)
 
 
 def main() -> None:

@@ -3,12 +3,11 @@
 import json
 import math
 import types
-from pathlib import Path
 
 import mlx.core as mx
 import pytest
-from mlx.utils import tree_flatten
 
+from droidft.synthetic import random_lora_adapter
 from droidft import evaluate, fusion, inference, paths, store
 from droidft.evaluate import EvalError
 
@@ -21,22 +20,7 @@ CHAT_ROWS = [
 
 
 def make_adapter(model_path, out, rank=2, seed=0):
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-    from mlx_lm.utils import load_model
-
-    model, _ = load_model(Path(model_path))
-    mx.random.seed(seed)
-    params = {"rank": rank, "scale": 2.0, "dropout": 0.0}
-    linear_to_lora_layers(model, len(model.layers), params)
-    tensors = {k: (mx.random.normal(v.shape) * 0.05 if k.endswith("lora_b") else v)
-               for k, v in tree_flatten(model.trainable_parameters()) if k.endswith((".lora_a", ".lora_b"))}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(out / "adapters.safetensors"), tensors)
-    (out / "adapter_config.json").write_text(json.dumps({
-        "model": str(model_path), "fine_tune_type": "lora", "num_layers": len(model.layers),
-        "lora_parameters": params}))
-    return out
+    return random_lora_adapter(model_path, out, rank=rank, seed=seed)
 
 
 @pytest.fixture

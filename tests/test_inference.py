@@ -2,35 +2,20 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from droidft.synthetic import random_lora_adapter
 from droidft import inference, paths
 from droidft.inference import AdapterError, GenerationError, Sampling
 
 
 def make_adapter(model_path, out, rank=4, seed=0, scale=2.0):
     """A LoRA adapter in mlx-lm's layout with random (non-zero) B factors."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-    from mlx_lm.utils import load_model
-
-    model, _ = load_model(Path(model_path))
-    mx.random.seed(seed)
-    params = {"rank": rank, "scale": scale, "dropout": 0.0}
-    linear_to_lora_layers(model, len(model.layers), params)
-    tensors = {k: (mx.random.normal(v.shape) * 0.05 if k.endswith("lora_b") else v)
-               for k, v in tree_flatten(model.trainable_parameters()) if k.endswith((".lora_a", ".lora_b"))}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(out / "adapters.safetensors"), tensors)
-    (out / "adapter_config.json").write_text(json.dumps({
-        "model": str(model_path), "fine_tune_type": "lora", "num_layers": len(model.layers),
-        "lora_parameters": params}))
-    return out
+    return random_lora_adapter(model_path, out, rank=rank, seed=seed, scale=scale)
 
 
 @pytest.fixture(scope="session")
