@@ -8,7 +8,7 @@ and, on a freshly started server, runs a deep-linked page without this script.)
 
 import streamlit as st
 
-from common import PAGES, role, show_error, sign_in_gate
+from common import PAGES, presence_beacon, role, show_error, sign_in_gate
 
 st.set_page_config(page_title="droidft", page_icon=":material/model_training:", layout="wide")
 sign_in_gate()
@@ -26,6 +26,8 @@ navigation = st.navigation({
 })
 if role() == "viewer":
     st.sidebar.caption("Signed in as a viewer: watch runs, compare answers.")
+with st.sidebar:
+    presence_beacon(navigation.url_path or "home", st.query_params.get("run"))
 try:
     navigation.run()
 except Exception as exc:  # noqa: BLE001 - the last net: a message with the cause, never a traceback

@@ -264,12 +264,70 @@ def sign_in_gate() -> None:
         st.markdown("This dashboard is shared on the network. Sign in with the owner's or a viewer's password.")
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in", type="primary"):
-            found = security.login(password)
-            if found:
-                st.session_state["role"] = found
+            outcome = security.sign_in(password, client_address())
+            if outcome.role:
+                st.session_state["role"] = outcome.role
                 st.rerun()
-            st.error("That password is not right.")
+            st.error(outcome.message, icon=":material/lock:")
     st.stop()
+
+
+# -- who is connected ----------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def presence():
+    """The server's one table of open sessions (droidft.presence)."""
+    from droidft.presence import Presence
+
+    return Presence()
+
+
+def client_address() -> str | None:
+    """The visitor's IP address as Streamlit reports it (None on this machine)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None  # AppTest has no connection
+
+
+def session_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx else "bare"
+
+
+def report_presence(page: str, run_id: str | None = None) -> None:
+    presence().report(session_id(), role=role(), address=client_address(), page=page, run_id=run_id)
+
+
+@st.fragment(run_every=10)
+def presence_beacon(page: str, run_id: str | None) -> None:
+    """Keeps this tab listed as connected (re-runs every 10 s; a closed tab stops) and shows
+    how many are connected in the sidebar when it is more than just you."""
+    report_presence(page, run_id)
+    count = len(presence().active())
+    if count > 1:
+        st.caption(f":material/group: {count} connected · see Home")
+
+
+def who_is_connected() -> None:
+    """The Home page's list of open dashboard tabs (addresses for the owner only)."""
+    rows = presence().table(show_addresses=allowed("delete"), me=session_id())
+    with st.expander(f"Who is connected ({len(rows)})", icon=":material/group:"):
+        st.caption("Open dashboard tabs on this server in the last 30 s, and the run each one watches. "
+                   "Streamlit does not say more than this: addresses come from the browser's connection.")
+        st.dataframe([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+                     hide_index=True, width="stretch")
+
+
+def also_watching(run_id: str) -> str | None:
+    """'Also watching: viewer · 192.168.1.7' for the Monitor, or None when it is only you."""
+    me = session_id()
+    others = [v for v in presence().watching(run_id) if v.session != me]
+    if not others:
+        return None
+    names = [v.who if allowed("delete") else (v.role or "visitor") for v in others]
+    return "Also watching this run: " + ", ".join(names)
 
 
 def adapter_targets() -> tuple[list[dict], list[dict]]:

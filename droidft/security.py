@@ -13,11 +13,15 @@ allowed roots (demo data, the droidft home, model caches), and user Python
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
@@ -26,6 +30,19 @@ ROLES = ("owner", "viewer")
 # What a viewer may not do; the owner may do everything.
 OWNER_ONLY = {"start", "stop", "resume", "delete", "upload", "fuse", "evaluate", "split", "sample-data"}
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+# Sign-in throttling: a client may get FREE_FAILURES passwords wrong within WINDOW seconds;
+# after that each further failure doubles its wait (BASE_WAIT, 2x, 4x ... up to MAX_WAIT).
+# All clients together may fail GLOBAL_FAILURES times per WINDOW before everyone waits,
+# so rotating addresses does not buy more guesses.
+FREE_FAILURES = 5
+BASE_WAIT = 30.0
+MAX_WAIT = 15 * 60.0
+WINDOW = 15 * 60.0
+GLOBAL_FAILURES = 50
+GLOBAL_WAIT = 60.0
+
+log = logging.getLogger("droidft.security")
 
 
 class AccessDenied(ValueError):
@@ -97,6 +114,97 @@ def login(password: str) -> str | None:
         if stored and verify_password(password, stored) and found is None:
             found = role
     return found
+
+
+@dataclass
+class SignIn:
+    """The outcome of one sign-in attempt: the role it opened, or how long to wait."""
+
+    role: str | None = None
+    wait_seconds: float = 0.0
+
+    @property
+    def message(self) -> str:
+        if self.role:
+            return f"Signed in as {self.role}."
+        if self.wait_seconds > 0:
+            return (f"Too many wrong passwords. Try again in {_fmt_wait(self.wait_seconds)}; "
+                    "the owner can give you the password meanwhile.")
+        return "That password is not right."
+
+
+def _fmt_wait(seconds: float) -> str:
+    seconds = max(1, int(round(seconds)))
+    return f"{seconds} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
+def _attempts_file() -> Path:
+    return paths.home() / "signin_attempts.json"
+
+
+def _wait_for(failures: int) -> float:
+    over = failures - FREE_FAILURES
+    return 0.0 if over < 0 else min(MAX_WAIT, BASE_WAIT * 2 ** over)
+
+
+def _with_attempts(update):
+    """Read-modify-write the failure record under a lock (every dashboard process and
+    session shares it, so opening new tabs or sessions does not reset the count)."""
+    path = _attempts_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        now = time.time()
+        record = {k: v for k, v in record.items() if now - v.get("last", 0) < WINDOW + MAX_WAIT}
+        result = update(record, now)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+        return result
+
+
+def sign_in(password: str, client: str | None) -> SignIn:
+    """login() with throttling per client address (None = this machine) and overall.
+
+    While a client must wait, the password is not even checked, so waiting cannot be
+    skipped by guessing right. Failures are logged with the address, never the password."""
+    client = client or "local"
+
+    def check_wait(record, now):
+        waits = [record.get(key, {}).get("until", 0) - now for key in (client, "*")]
+        return max(0.0, *waits)
+
+    wait = _with_attempts(check_wait)
+    if wait > 0:
+        return SignIn(None, wait)
+    role = login(password)
+
+    def record_outcome(record, now):
+        if role:
+            record.pop(client, None)
+            return 0.0
+        waits = []
+        for key, free, wait_fn in ((client, FREE_FAILURES, _wait_for),
+                                   ("*", GLOBAL_FAILURES, lambda n: GLOBAL_WAIT if n >= GLOBAL_FAILURES else 0.0)):
+            entry = record.get(key, {})
+            failures = entry.get("failures", 0) if now - entry.get("first", now) < WINDOW else 0
+            failures += 1
+            entry = {"failures": failures, "first": entry.get("first", now) if failures > 1 else now,
+                     "last": now, "until": now + wait_fn(failures) if failures >= free else 0}
+            record[key] = entry
+            waits.append(entry["until"] - now if entry["until"] else 0.0)
+        return max(waits)
+
+    wait = _with_attempts(record_outcome)
+    if role:
+        log.info("sign-in: %s signed in as %s", client, role)
+        return SignIn(role)
+    log.warning("sign-in: wrong password from %s", client)
+    return SignIn(None, wait)
 
 
 def require(role: str | None, action: str) -> None:

@@ -556,6 +556,31 @@ def test_lan_mode_asks_for_a_password_and_viewers_cannot_start_runs(demo_model, 
     assert not store.list_runs()
 
 
+def test_lan_sign_in_is_throttled_and_home_lists_who_is_connected(demo_model, monkeypatch):
+    from droidft import security
+
+    monkeypatch.setenv("DROIDFT_LAN", "1")
+    security.set_password("owner-secret", "owner")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    for _ in range(security.FREE_FAILURES):
+        at.text_input[0].input("guess")
+        at.button[0].click().run()
+    assert any("Too many wrong passwords" in e and "30 s" in e for e in texts(at, "error")), texts(at, "error")
+    at.text_input[0].input("owner-secret")
+    at.button[0].click().run()
+    assert "role" not in at.session_state, "the right password waits too"
+    assert any("Too many wrong passwords" in e for e in texts(at, "error"))
+
+    (security.paths.home() / "signin_attempts.json").unlink()  # the wait is over
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.text_input[0].input("owner-secret")
+    at.button[0].click().run()
+    assert_clean(at)
+    assert at.session_state["role"] == "owner"
+    assert any(e.label.startswith("Who is connected (") for e in at.expander)
+    assert "you · owner · this machine" in str(at.dataframe[-1].value["who"].tolist())
+
+
 # -- machines (issue 7) ------------------------------------------------------------------------------------------
 
 

@@ -97,3 +97,58 @@ def test_uploads_cannot_escape_or_exceed_the_limit(tmp_path):
         save_uploads([("big.jsonl", b"x" * 2048)], "big", max_bytes=1024)
     with pytest.raises(DataError, match="not a .jsonl"):
         save_uploads([("run.py", b"import os")], "code")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_wrong_passwords_are_throttled_per_address_and_overall(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(security.time, "time", clock)
+    security.set_password("correct horse", "owner")
+    for _ in range(security.FREE_FAILURES - 1):
+        assert security.sign_in("guess", "10.0.0.9") == security.SignIn(None, 0.0)
+    fifth = security.sign_in("guess", "10.0.0.9")
+    assert fifth.role is None and fifth.wait_seconds == security.BASE_WAIT
+    assert "Try again in 30 s" in fifth.message
+    # While waiting, even the right password is not checked.
+    assert security.sign_in("correct horse", "10.0.0.9").wait_seconds == pytest.approx(30)
+    assert security.sign_in("correct horse", "10.0.0.10").role == "owner"  # another address is not blocked
+    clock.now += 31
+    sixth = security.sign_in("guess", "10.0.0.9")
+    assert sixth.wait_seconds == 2 * security.BASE_WAIT  # each further failure doubles the wait
+    clock.now += 61
+    assert security.sign_in("correct horse", "10.0.0.9").role == "owner"
+    assert security.sign_in("guess", "10.0.0.9").wait_seconds == 0  # success reset the count
+    # Rotating addresses does not buy unlimited guesses.
+    clock.now += security.WINDOW + security.MAX_WAIT  # old failures are forgotten
+    monkeypatch.setattr(security, "GLOBAL_FAILURES", 8)
+    waits = [security.sign_in("guess", f"10.1.0.{i}").wait_seconds for i in range(8)]
+    assert waits[-1] == security.GLOBAL_WAIT and not any(waits[:-1])
+    assert security.sign_in("correct horse", "10.2.0.1").wait_seconds > 0
+    record = (paths.home() / "signin_attempts.json").read_text()
+    assert "guess" not in record and "correct horse" not in record
+
+
+def test_presence_lists_open_sessions_and_forgets_closed_ones():
+    from droidft.presence import Presence
+
+    table = Presence(timeout=30)
+    table.report("a", role="owner", address=None, page="monitor", run_id="r1", now=100)
+    table.report("b", role="viewer", address="192.168.1.7", page="monitor", run_id="r1", now=105)
+    table.report("c", role="viewer", address="192.168.1.8", page="compare", now=106)
+    assert [v.session for v in table.watching("r1", now=110)] == ["a", "b"]
+    table.report("a", role="owner", address=None, now=120)  # a beacon without a page keeps the page
+    assert table.watching("r1", now=121)[0].page == "monitor"
+    rows = table.table(show_addresses=False, me="a", now=125)
+    assert [r["who"] for r in rows] == ["you · owner", "viewer", "viewer"]
+    assert "192.168" not in str(rows)  # viewers do not see addresses
+    assert "192.168.1.7" in str(table.table(show_addresses=True, now=125))
+    assert [v.session for v in table.active(now=140)] == ["a"]  # b and c stopped reporting
+    table.leave("a")
+    assert table.active(now=141) == []

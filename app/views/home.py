@@ -2,7 +2,10 @@
 
 import streamlit as st
 
-from common import allowed, attempt, call, empty, goto, link, machine, run_line, status_text, viewer_note
+from common import (
+    allowed, attempt, call, empty, goto, link, machine, presence, run_line, status_text, viewer_note,
+    who_is_connected)
+from droidft import security
 from droidft import jobs
 from droidft import ui_support as us
 
@@ -68,6 +71,8 @@ with col_machine:
         if "not installed" in str(info.get("worker_blas", "")):
             st.warning("Training will use the slow reference BLAS. Run "
                        "`scripts/install-system-deps.sh` to install OpenBLAS (about 20x faster).")
+    if security.lan_mode() or len(presence().active()) > 1:
+        who_is_connected()
     st.subheader("Go to")
     for key, text in (("data", "Check or upload a dataset"), ("sft", "Set up a supervised fine-tune"),
                       ("rl", "Set up RL / preference training"), ("sessions", "Browse past runs"),

@@ -7,8 +7,8 @@ import streamlit as st
 
 from charts import series_chart
 from common import (
-    POLL_SECONDS, allowed, attempt, call, empty, goto, link, run_label, show_error, status_badge,
-    viewer_note)
+    POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, run_label, show_error,
+    status_badge, viewer_note)
 from droidft import jobs, store
 from droidft import ui_support as us
 
@@ -42,6 +42,8 @@ with head:
                f"**{us.short_path(run.get('data'))}** · id `{run_id}`"
                + (f" · BLAS: {us.short_blas(run['blas'])}" if run.get("blas") else ""),
                help=f"model: {run.get('model')}\n\ndata: {run.get('data')}\n\nBLAS: {run.get('blas') or '?'}")
+    if watchers := also_watching(run_id):
+        st.caption(f":material/visibility: {watchers}")
 with actions:
     buttons = st.container(horizontal=True, horizontal_alignment="right")
     active = run.get("status") in jobs.ACTIVE
