@@ -348,14 +348,21 @@ def connect(read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
 @contextlib.contextmanager
 def _write() -> Iterator[duckdb.DuckDBPyConnection]:
     """One write transaction."""
-    with connect(read_only=False) as con:
-        con.begin()
-        try:
-            yield con
-        except BaseException:
-            con.rollback()
-            raise
-        con.commit()
+    try:
+        with connect(read_only=False) as con:
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+    except duckdb.Error as exc:
+        from .disk import DiskFull, full_message, is_disk_full
+
+        if is_disk_full(exc):  # DuckDB rolled back: the file is intact, this write is not in it
+            raise DiskFull(full_message(paths.home(), "saving to the run database")) from exc
+        raise
 
 
 # --------------------------------------------------------------------------- helpers
@@ -812,15 +819,23 @@ class BatchWriter:
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop the thread and write everything left, retrying a busy database for up to
-        `timeout` seconds; raises StoreBusy if rows are still unwritten after that."""
+        `timeout` seconds (a busy database, or a full disk being cleared); raises if rows are
+        still unwritten after that."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         deadline = time.monotonic() + timeout
-        while not self.flush():
+        while True:
+            try:
+                if self.flush():
+                    return
+            except Exception:  # noqa: BLE001 - e.g. a full disk: keep the rows and retry
+                if time.monotonic() >= deadline:
+                    raise
             if time.monotonic() >= deadline:
                 raise StoreBusy()
+            time.sleep(0.5)
 
     def __enter__(self) -> "BatchWriter":
         return self

@@ -882,6 +882,9 @@ def explain(exc: BaseException, doing: str = "") -> Explained:
     if isinstance(exc, PermissionError):
         return Explained(f"{doing}: no permission to use {exc.filename or 'a file'}.", [],
                          "Check the folder's permissions, or set DROIDFT_HOME to a folder you own.")
+    if name == "DiskFull":
+        return Explained(f"{doing}: not enough disk space.", [str(exc)],
+                         "Free some space (Sessions can delete old runs), then try again.")
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
         return Explained(f"{doing}: the disk is full.", [], "Free some space (Sessions can delete old runs).")
     if isinstance(exc, MemoryError):

@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import paths, store
+from . import disk, paths, store
 from .blas import blas_in_use
 
 STOP_FILE = "STOP"
@@ -31,8 +31,11 @@ def make_logger(log_path: Path, writer: "store.BatchWriter"):
 
     def log(message: str, level: str = "info") -> None:
         line = f"{time.strftime('%H:%M:%S')} {level.upper():5} {message}"
-        with lock, open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        try:
+            with lock, open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError as exc:  # a full disk must not crash training: the event still goes to the store
+            print(f"{line} (not in worker.log: {exc})", file=sys.stderr)
         writer.event(message, level=level)
 
     return log
@@ -69,9 +72,10 @@ def run(run_id: str) -> str:
     writer.start_background()
     log(f"worker {os.getpid()} started on {socket.gethostname()} with BLAS: {blas}")
 
+    low_disk = disk.LowSpaceWatch(run_dir)
     ctx = RunContext(
         run_id=run_id, run_dir=run_dir, writer=writer, log=log,
-        should_stop=lambda: stop_event.is_set() or stop_file.exists(),
+        should_stop=lambda: stop_event.is_set() or stop_file.exists() or low_disk.tripped(),
     )
     status, error = "failed", None
     try:
@@ -84,20 +88,58 @@ def run(run_id: str) -> str:
         else:
             methods.get(config.method).run(config.validate(), ctx)
         status = "stopped" if ctx.should_stop() else "completed"
+        if low_disk.reason:
+            status, error = "failed", low_disk.reason
         log(f"run {status} at step {ctx.state.get('stopped_at', ctx.state.get('iters', '?'))}")
     except BaseException as exc:  # the run must end with a status, whatever happened
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if disk.is_disk_full(exc, run_dir):
+            error = disk.full_message(paths.home(), "training") + f" ({error})"
         log(f"training failed: {error}", level="error")
-        with open(run_dir / "worker.log", "a", encoding="utf-8") as fh:
-            fh.write(traceback.format_exc())
+        try:
+            with open(run_dir / "worker.log", "a", encoding="utf-8") as fh:
+                fh.write(traceback.format_exc())
+        except OSError:
+            traceback.print_exc()
     finally:
-        writer.close()
+        _close_writer(writer)
     adapter = run_dir / "adapters"
-    store.update_run(
-        run_id, status=status, ended_at=time.time(), error=error,
-        adapter_path=str(adapter) if (adapter / "adapters.safetensors").exists() else None,
-    )
+    try:
+        store.update_run(
+            run_id, status=status, ended_at=time.time(), error=error,
+            adapter_path=str(adapter) if _complete(adapter / "adapters.safetensors") else None,
+        )
+    except Exception as exc:  # noqa: BLE001 - the reaper marks the run failed once we are gone
+        print(f"droidft.worker: could not record the end of run {run_id}: {exc}", file=sys.stderr)
     return status
+
+
+def _complete(weights: Path) -> bool:
+    """Is this safetensors file whole? A write cut short (a full disk) leaves a truncated
+    file that would fail later in Compare; checks the header against the file size only."""
+    if not weights.exists():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="numpy"):
+            return True
+    except Exception:  # noqa: BLE001 - any parse error means incomplete
+        print(f"droidft.worker: {weights} is incomplete (a write was cut short)", file=sys.stderr)
+        return False
+
+
+WRITER_CLOSE_SECONDS = 120.0  # how long the last rows wait for a busy or full disk to clear
+
+
+def _close_writer(writer: "store.BatchWriter") -> None:
+    """Write the last rows, waiting up to WRITER_CLOSE_SECONDS for the database (busy, or on
+    a full disk being cleared); says how many rows were lost if it never comes back."""
+    try:
+        writer.close(timeout=WRITER_CLOSE_SECONDS)
+    except Exception as exc:  # noqa: BLE001
+        print(f"droidft.worker: {writer.pending} metric/event rows could not be written: {exc}",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,16 @@
 """Faults: concurrent runs and pollers, a dying parent, files vanishing mid-run, bad homes,
 and fuzzed configs. Each keeps its promise: a clear message and nothing lost."""
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -117,6 +120,134 @@ def test_unwritable_home_is_a_clear_message(tmp_path, cli, demo_model, monkeypat
     assert "home folder" in out.stderr, out.stderr
     out = cli("runs")
     assert out.returncode == 2 and "home folder" in out.stderr
+
+
+# -- a full disk: a real tmpfs of a few MB as the droidft home ------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path, monkeypatch):
+    """A 48 MB tmpfs holding DROIDFT_HOME, so writes meet a real ENOSPC. Needs Linux and the
+    right to mount (root, as in CI's container); skipped elsewhere. The demo model stays on
+    the big disk (it is read-only), as a model cache on another drive would."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("a small tmpfs needs Linux and root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    monkeypatch.setenv("DROIDFT_HOME", str(mount / "home"))
+    monkeypatch.setenv("DROIDFT_MIN_FREE_MB", "8")
+    try:
+        yield mount
+    finally:
+        for run in store.list_runs(status=jobs.ACTIVE):
+            if run.get("pid"):
+                with contextlib.suppress(OSError):
+                    os.kill(run["pid"], signal.SIGKILL)
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_disk(mount, leave_bytes: int):
+    """Write a filler file until only `leave_bytes` are free on `mount`; returns its path."""
+    filler = mount / "filler"
+    with open(filler, "ab") as fh:
+        while (free := shutil.disk_usage(mount).free) > leave_bytes:
+            try:
+                fh.write(b"\0" * min(free - leave_bytes, 1 << 20))
+                fh.flush()
+            except OSError:
+                break
+    return filler
+
+
+def database_intact(earlier_id: str, earlier_steps: list[int]) -> None:
+    """A fresh DuckDB connection opens the file and the earlier run is whole."""
+    import duckdb
+
+    con = duckdb.connect(str(store.paths.db_path()), read_only=True)
+    try:
+        status = con.execute("SELECT status FROM runs WHERE id = ?", [earlier_id]).fetchone()[0]
+        steps = [r[0] for r in con.execute("SELECT step FROM metrics WHERE run_id = ? AND name = "
+                                           "'train_loss' ORDER BY step", [earlier_id]).fetchall()]
+    finally:
+        con.close()
+    assert status == "completed" and steps == earlier_steps
+
+
+def first_metric(run_id: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not store.metrics(run_id, names=["train_loss"]):
+        assert time.monotonic() < deadline, "no metric arrived"
+        time.sleep(0.2)
+
+
+def test_a_run_that_would_not_fit_on_the_disk_is_refused(small_disk, demo_model, cli):
+    earlier = jobs.wait(jobs.start(small(iters=3)), timeout=300)
+    assert earlier["status"] == "completed", earlier.get("error")
+    fill_disk(small_disk, 2 * 2**20)
+    with pytest.raises(OSError, match="Not enough free disk space for this run's checkpoints") as refused:
+        jobs.start(small())
+    assert "2.0 MB free" in str(refused.value) or "1.9 MB free" in str(refused.value), refused.value
+    from droidft import ui_support as us
+
+    explained = us.explain(refused.value, "start the run")
+    assert explained.title.endswith("start the run: not enough disk space.") and not explained.unexpected
+    out = cli("train", "sft", "--model", "demo", "--data", "demo", "--iters", "5")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "Not enough free disk space" in out.stderr, out.stderr
+    assert [r["id"] for r in store.list_runs()] == [earlier["id"]]
+    database_intact(earlier["id"], [1, 2, 3])
+
+
+def test_a_run_stops_itself_before_the_disk_fills_and_resumes_after(small_disk, demo_model):
+    earlier = jobs.wait(jobs.start(small(iters=3)), timeout=300)
+    run_id = jobs.start(small(iters=3000, steps_per_eval=10**6, save_every=50))
+    first_metric(run_id)
+    filler = fill_disk(small_disk, 4 * 2**20)  # under the 8 MB margin
+    run = jobs.wait(run_id, timeout=300)
+    assert run["status"] == "failed"
+    assert "disk is almost full" in run["error"] and "Resume" in run["error"], run["error"]
+    assert run["adapter_path"], "the adapter so far is saved while there is room"
+    steps = [r["step"] for r in store.metrics(run_id, names=["train_loss"])]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) < 3000  # every step reported, in order
+    database_intact(earlier["id"], [1, 2, 3])
+
+    filler.unlink()
+    resumed = jobs.get(jobs.resume(run_id))
+    first_metric(resumed["id"])
+    assert store.metrics(resumed["id"], names=["train_loss"])[0]["step"] == steps[-1] + 1
+    jobs.stop(resumed["id"])
+    assert jobs.wait(resumed["id"], timeout=300)["status"] == "stopped"
+
+
+def test_a_disk_that_fills_up_completely_loses_nothing_already_reported(small_disk, demo_model, monkeypatch):
+    """No margin: the next checkpoint write meets ENOSPC, as do the database writes. Once space
+    is freed the worker writes every buffered row and its final status; the database is whole."""
+    monkeypatch.setenv("DROIDFT_MIN_FREE_MB", "0")
+    earlier = jobs.wait(jobs.start(small(iters=3)), timeout=300)
+    run_id = jobs.start(small(iters=200, steps_per_eval=10**6, save_every=1))
+    first_metric(run_id)
+    filler = fill_disk(small_disk, 0)
+    time.sleep(8)  # training fails at its next checkpoint; the worker waits for the database
+    assert jobs.get(run_id)["status"] == "running", "nothing could be written meanwhile"
+    filler.unlink()
+    run = jobs.wait(run_id, timeout=300)
+    assert run["status"] == "failed"
+    assert "The disk is full while training" in run["error"], run["error"]
+    steps = [r["step"] for r in store.metrics(run_id, names=["train_loss"])]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) < 200
+    events = " ".join(e["message"] for e in store.events(run_id))
+    assert "training failed" in events  # written from the buffer after space came back
+    assert run["adapter_path"] is None or Path(run["adapter_path"]).exists()
+    database_intact(earlier["id"], [1, 2, 3])
+    # What was saved whole can be resumed.
+    resumed = jobs.resume(run_id)
+    first_metric(resumed)
+    jobs.stop(resumed)
+    assert jobs.wait(resumed, timeout=300)["status"] == "stopped"
 
 
 FIELD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
