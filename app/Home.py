@@ -11,7 +11,6 @@ import streamlit as st
 from common import PAGES, presence_beacon, role, show_error, sign_in_gate
 
 st.set_page_config(page_title="droidft", page_icon=":material/model_training:", layout="wide")
-sign_in_gate()
 
 
 def _page(key: str, **extra) -> st.Page:
@@ -19,11 +18,14 @@ def _page(key: str, **extra) -> st.Page:
     return st.Page(path, title=title, icon=icon, url_path=key if key != "home" else None, **extra)
 
 
+# Navigation is declared before the LAN sign-in gate (hidden until signed in), so a shared
+# deep link such as /monitor?run=ID still opens that page once the visitor has signed in.
 navigation = st.navigation({
     "": [_page("home", default=True)],
     "Train": [_page("data"), _page("sft"), _page("rl"), _page("monitor")],
     "Results": [_page("sessions"), _page("compare"), _page("fusion"), _page("evaluate")],
-})
+}, position="sidebar" if role() else "hidden")
+sign_in_gate()
 if role() == "viewer":
     st.sidebar.caption("Signed in as a viewer: watch runs, compare answers.")
 with st.sidebar:

@@ -314,10 +314,13 @@ def who_is_connected() -> None:
     """The Home page's list of open dashboard tabs (addresses for the owner only)."""
     rows = presence().table(show_addresses=allowed("delete"), me=session_id())
     with st.expander(f"Who is connected ({len(rows)})", icon=":material/group:"):
-        st.caption("Open dashboard tabs on this server in the last 30 s, and the run each one watches. "
-                   "Streamlit does not say more than this: addresses come from the browser's connection.")
-        st.dataframe([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
-                     hide_index=True, width="stretch")
+        st.caption("Dashboard tabs open on this server in the last 30 s, and the page or run each "
+                   "one shows. Streamlit tells no more than this: addresses come from each "
+                   "browser's connection.")
+        st.markdown("\n".join(
+            f"- **{r['who']}** · {PAGES.get(r['page'], ('', r['page'] or '?'))[1]}"
+            + (f" · run `{r['run']}`" if r["run"] else "")
+            + f" · for {us.fmt_duration(r['connected'])}" for r in rows))
 
 
 def also_watching(run_id: str) -> str | None:

@@ -578,7 +578,7 @@ def test_lan_sign_in_is_throttled_and_home_lists_who_is_connected(demo_model, mo
     assert_clean(at)
     assert at.session_state["role"] == "owner"
     assert any(e.label.startswith("Who is connected (") for e in at.expander)
-    assert "you · owner · this machine" in str(at.dataframe[-1].value["who"].tolist())
+    assert "**you · owner · this machine** · Home" in " ".join(m.value for m in at.markdown)
 
 
 # -- machines (issue 7) ------------------------------------------------------------------------------------------

@@ -42,8 +42,6 @@ with head:
                f"**{us.short_path(run.get('data'))}** · id `{run_id}`"
                + (f" · BLAS: {us.short_blas(run['blas'])}" if run.get("blas") else ""),
                help=f"model: {run.get('model')}\n\ndata: {run.get('data')}\n\nBLAS: {run.get('blas') or '?'}")
-    if watchers := also_watching(run_id):
-        st.caption(f":material/visibility: {watchers}")
 with actions:
     buttons = st.container(horizontal=True, horizontal_alignment="right")
     active = run.get("status") in jobs.ACTIVE
@@ -126,6 +124,8 @@ def live(run_id: str) -> None:
         st.progress(progress.fraction, text=progress.text)
     if entry["busy"]:
         st.caption("The run database is busy; retrying.")
+    if watchers := also_watching(run_id):
+        st.caption(f":material/visibility: {watchers}")
 
     latest = us.latest_values(frame)
     tiles = st.columns(5)

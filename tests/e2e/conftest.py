@@ -37,18 +37,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_server(home: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def lan_address() -> str:
+    """This machine's address on its network (what a colleague would type), else 127.0.0.1.
+    A UDP connect sends nothing; it only asks the kernel which interface would route."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def launch_server(home: Path, port: int | None = None, lan: bool = False) -> tuple[subprocess.Popen, str]:
     """`streamlit run app/Home.py` as a user starts it, on `home`; returns (process, url)
-    once the server answers its health check."""
+    once the server answers its health check. `lan=True` is what `scripts/start.sh --lan`
+    does (all interfaces, DROIDFT_LAN=1), and the url is then the machine's LAN address."""
     port = port or free_port()
     env = dict(os.environ, DROIDFT_HOME=str(home), PYTHONUNBUFFERED="1")
+    if lan:
+        env["DROIDFT_LAN"] = "1"
     log = open(home / f"streamlit-{port}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+         "--server.port", str(port), "--server.address", "0.0.0.0" if lan else "127.0.0.1",
+         "--browser.gatherUsageStats", "false"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{lan_address() if lan else '127.0.0.1'}:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -154,3 +169,20 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
 
+
+
+@pytest.fixture
+def lan_server(tmp_path, demo_model):
+    """A server started the way `scripts/start.sh --lan` starts it, with an owner and a
+    viewer password set by `droidft set-password` beforehand."""
+    home = tmp_path / "lan_home"
+    home.mkdir()
+    env = dict(os.environ, DROIDFT_HOME=str(home))
+    for role, password in (("owner", "owner-pass-1"), ("viewer", "viewer-pass-1")):
+        args = [sys.executable, "-m", "droidft.cli", "set-password", "--stdin"] + (["--viewer"] if role == "viewer" else [])
+        done = subprocess.run(args, input=password + "\n", text=True, capture_output=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr
+    proc, url = launch_server(home, lan=True)
+    yield {"url": url, "home": home, "proc": proc, "owner": "owner-pass-1", "viewer": "viewer-pass-1"}
+    stop_server(proc)
+    shutil.copy(next(home.glob("streamlit-*.log")), ARTIFACTS / "streamlit-lan.log") if ARTIFACTS.exists() else None
