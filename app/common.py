@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
 import traceback
 from contextlib import contextmanager
@@ -248,12 +249,27 @@ def typed_path(path: str) -> str:
     return path
 
 
+def _hashes_from_secrets() -> None:
+    """`password_hash` / `viewer_password_hash` in .streamlit/secrets.toml, as env variables
+    for droidft.security (an env variable set by the owner wins)."""
+    from droidft import security
+
+    try:
+        secrets = {k: st.secrets[k] for k in ("password_hash", "viewer_password_hash") if k in st.secrets}
+    except Exception:  # noqa: BLE001 - no secrets file is the normal case
+        return
+    for role, key in (("owner", "password_hash"), ("viewer", "viewer_password_hash")):
+        if secrets.get(key):
+            os.environ.setdefault(security.HASH_ENV[role], str(secrets[key]))
+
+
 def sign_in_gate() -> None:
     """In LAN mode, stop here until the visitor signs in (Home.py calls this before navigation)."""
     from droidft import security
 
     if not security.lan_mode() or st.session_state.get("role"):
         return
+    _hashes_from_secrets()
     st.title("droidft")
     if not security.password_configured():
         st.error("**This dashboard is shared on the network, but no password is set.** The owner sets "

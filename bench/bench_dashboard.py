@@ -9,7 +9,7 @@
    b) end to end in a real browser against `streamlit run` (Playwright + system Chromium),
       until the value shows on the page. Skipped when Chromium is missing.
 
-    python bench/bench_dashboard.py [--runs 1000] [--rows 1000000] [--samples 15] [--no-browser]
+    python bench/bench_dashboard.py [--runs 100,1000] [--rows-per-run 1000] [--samples 15] [--no-browser]
 """
 
 from __future__ import annotations
@@ -230,17 +230,19 @@ def bench_browser_latency(samples: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=1000)
-    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--runs", default="100,1000",
+                    help="comma-separated store sizes (number of runs) to render Sessions at")
+    ap.add_argument("--rows-per-run", type=int, default=1000)
     ap.add_argument("--samples", type=int, default=15)
     ap.add_argument("--no-browser", action="store_true")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="droidft-bench-") as home:
-        os.environ["DROIDFT_HOME"] = home
-        print(f"== Sessions page at scale (home {home})")
-        ids = fill_store(args.runs, args.rows)
-        bench_sessions(ids)
+    for n_runs in (int(n) for n in args.runs.split(",")):
+        with tempfile.TemporaryDirectory(prefix="droidft-bench-") as home:
+            os.environ["DROIDFT_HOME"] = home
+            print(f"== Sessions page at {n_runs:,} runs / {n_runs * args.rows_per_run:,} metric rows")
+            ids = fill_store(n_runs, n_runs * args.rows_per_run)
+            bench_sessions(ids)
     with tempfile.TemporaryDirectory(prefix="droidft-bench-") as home:
         os.environ["DROIDFT_HOME"] = home
         print("== metric-to-chart latency")

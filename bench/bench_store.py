@@ -195,12 +195,12 @@ def summaries_at_scale(n_runs=1000, n_metrics=1_000_000) -> list[tuple[str, str]
     gen = time.perf_counter() - t
     mid = f"run{n_runs // 2:05d}"
     return [
-        (f"generate {n_runs:,} runs / {n_metrics:,} metric rows (bulk SQL)", f"{gen * 1000:.0f} ms"),
+        ("fill the store (bulk SQL)", f"{gen * 1000:.0f} ms"),
         ("run_summaries() (all runs, open + query + .df() + close)", f"{median_ms(store.run_summaries, 10):.1f} ms"),
         ("run_summaries(limit=50)", f"{median_ms(lambda: store.run_summaries(50), 10):.1f} ms"),
-        (f"metrics(one run) at that size ({n_metrics // n_runs} rows)", f"{median_ms(lambda: store.metrics(mid), 10):.1f} ms"),
-        ("snapshot(one run) at that size", f"{median_ms(lambda: store.snapshot(mid), 10):.1f} ms"),
-        ("list_runs() at that size", f"{median_ms(store.list_runs, 10):.1f} ms"),
+        (f"metrics(one run) ({n_metrics // n_runs} rows)", f"{median_ms(lambda: store.metrics(mid), 10):.1f} ms"),
+        ("snapshot(one run)", f"{median_ms(lambda: store.snapshot(mid), 10):.1f} ms"),
+        ("list_runs()", f"{median_ms(store.list_runs, 10):.1f} ms"),
     ]
 
 
@@ -245,7 +245,11 @@ def main():
     print(f"{secs} s of writing per scenario; 'busy' = StoreBusy raised anywhere (must be 0)")
     table(rows, headers)
 
-    table(summaries_at_scale(), ["Sessions-page scale: median (min)", "time"])
+    sizes = [(10, 10_000), (100, 100_000), (1000, 1_000_000)]
+    columns = [summaries_at_scale(n, m) for n, m in sizes]
+    table([(rows[0][0], *(r[1] for r in rows)) for rows in zip(*columns)],
+          ["Sessions-page queries as the store grows: median (min)",
+           *(f"{n:,} runs / {m:,} rows" for n, m in sizes)])
 
 
 if __name__ == "__main__":

@@ -221,6 +221,12 @@ def cmd_set_password(args) -> int:
         if getpass.getpass("again: ") != password:
             raise ValueError("the two passwords differ")
     role = "viewer" if args.viewer else "owner"
+    if args.print_hash:  # for DROIDFT_PASSWORD_HASH / Streamlit secrets instead of auth.json
+        from .security import check_new_password, hash_password
+
+        check_new_password(password)
+        print(hash_password(password))
+        return 0
     set_password(password, role)
     print(f"{role} password set")
     return 0
@@ -286,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("set-password", help="password for sharing the dashboard on a LAN")
     p.add_argument("--viewer", action="store_true", help="the read-only viewer password")
     p.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--print-hash", action="store_true",
+                   help="print the hash instead of storing it (for DROIDFT_PASSWORD_HASH, "
+                        "DROIDFT_VIEWER_PASSWORD_HASH or .streamlit/secrets.toml)")
     p.set_defaults(func=cmd_set_password)
 
     p = sub.add_parser("runs", help="list runs")

@@ -83,12 +83,21 @@ def _stored_hashes() -> dict[str, str]:
         return {}
 
 
+def check_new_password(password: str) -> None:
+    if len(password) < 8:
+        raise ValueError("use a password of at least 8 characters")
+
+
+# Hashes may also come from the environment (or Streamlit secrets, which the dashboard
+# copies into these variables): no file needed on a machine set up by a script.
+HASH_ENV = {"owner": "DROIDFT_PASSWORD_HASH", "viewer": "DROIDFT_VIEWER_PASSWORD_HASH"}
+
+
 def set_password(password: str, role: str = "owner") -> None:
     """Store a role's password hash (never the password)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < 8:
-        raise ValueError("use a password of at least 8 characters")
+    check_new_password(password)
     hashes = _stored_hashes()
     hashes[role] = hash_password(password)
     path = _auth_file()
@@ -99,15 +108,21 @@ def set_password(password: str, role: str = "owner") -> None:
     os.replace(tmp, path)
 
 
+def _all_hashes() -> dict[str, str]:
+    hashes = _stored_hashes()
+    for role, var in HASH_ENV.items():
+        if os.environ.get(var):
+            hashes.setdefault(role, os.environ[var])
+    return hashes
+
+
 def password_configured() -> bool:
-    return bool(_stored_hashes().get("owner") or os.environ.get("DROIDFT_PASSWORD_HASH"))
+    return bool(_all_hashes().get("owner"))
 
 
 def login(password: str) -> str | None:
     """The role this password opens, or None. Checks every role so timing says nothing."""
-    hashes = _stored_hashes()
-    if os.environ.get("DROIDFT_PASSWORD_HASH"):
-        hashes.setdefault("owner", os.environ["DROIDFT_PASSWORD_HASH"])
+    hashes = _all_hashes()
     found = None
     for role in ROLES:
         stored = hashes.get(role)

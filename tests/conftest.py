@@ -28,8 +28,8 @@ def cli():
     """Run the droidft CLI as a user would, in a subprocess."""
     import subprocess
 
-    def run(*args, timeout=600):
+    def run(*args, timeout=600, input=None):
         return subprocess.run([sys.executable, "-m", "droidft.cli", *args], capture_output=True,
-                              text=True, env=dict(os.environ), timeout=timeout)
+                              text=True, env=dict(os.environ), timeout=timeout, input=input)
 
     return run

@@ -556,6 +556,24 @@ def test_lan_mode_asks_for_a_password_and_viewers_cannot_start_runs(demo_model, 
     assert not store.list_runs()
 
 
+def test_lan_password_hash_from_streamlit_secrets(demo_model, monkeypatch):
+    import os
+
+    from droidft import security
+
+    monkeypatch.setenv("DROIDFT_LAN", "1")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.secrets["password_hash"] = security.hash_password("from secrets")
+    try:
+        at.run()
+        at.text_input[0].input("from secrets")
+        at.button[0].click().run()
+        assert_clean(at)
+        assert at.session_state["role"] == "owner"
+    finally:
+        os.environ.pop("DROIDFT_PASSWORD_HASH", None)  # the page copied the secret there
+
+
 def test_lan_sign_in_is_throttled_and_home_lists_who_is_connected(demo_model, monkeypatch):
     from droidft import security
 

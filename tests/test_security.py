@@ -152,3 +152,17 @@ def test_presence_lists_open_sessions_and_forgets_closed_ones():
     assert [v.session for v in table.active(now=140)] == ["a"]  # b and c stopped reporting
     table.leave("a")
     assert table.active(now=141) == []
+
+
+def test_hashes_from_the_environment_and_printed_by_the_cli(monkeypatch, cli):
+    out = cli("set-password", "--stdin", "--print-hash", "--viewer", input="viewer from env\n")
+    assert out.returncode == 0, out.stderr
+    printed = out.stdout.strip().splitlines()[-1]
+    assert printed.startswith("scrypt$") and not (paths.home() / "auth.json").exists()
+    monkeypatch.setenv("DROIDFT_VIEWER_PASSWORD_HASH", printed)
+    assert not security.password_configured(), "a viewer alone does not open a shared dashboard"
+    monkeypatch.setenv("DROIDFT_PASSWORD_HASH", security.hash_password("owner from env"))
+    assert security.login("viewer from env") == "viewer"
+    assert security.login("owner from env") == "owner"
+    out = cli("set-password", "--stdin", "--print-hash", input="short\n")
+    assert out.returncode == 2 and "at least 8" in out.stderr
