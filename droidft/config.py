@@ -270,13 +270,25 @@ class BaseConfig:
 
 def lr_schedule_for(cfg) -> dict | None:
     """The mlx-lm `lr_schedule` dict a config trains with: its own, or the `warmup_steps`
-    shorthand expanded to a cosine decay with linear warmup."""
+    shorthand expanded to a cosine decay with linear warmup over the whole run (for a
+    resumed run: its parent's steps plus its own)."""
     if cfg.lr_schedule:
         return cfg.lr_schedule
     if cfg.warmup_steps:
-        return {"name": "cosine_decay", "arguments": [cfg.learning_rate, cfg.iters],
+        total = (getattr(cfg, "start_step", 0) or 0) + cfg.iters
+        return {"name": "cosine_decay", "arguments": [cfg.learning_rate, total],
                 "warmup": cfg.warmup_steps, "warmup_init": 0.0}
     return None
+
+
+def continued_schedule(schedule: dict, start_step: int):
+    """An mlx-lm schedule that picks up at `start_step`: a resumed run continues its
+    parent's warmup and decay instead of starting them over (mlx-lm's checkpoints hold
+    the adapter weights, not the optimizer's step)."""
+    from mlx_lm.tuner.utils import build_schedule
+
+    base = build_schedule(schedule)
+    return base if not start_step else (lambda step: base(step + start_step))
 
 
 def training_loop_problems(cfg, optimizers=OPTIMIZERS) -> list[str]:

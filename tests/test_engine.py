@@ -116,6 +116,31 @@ def test_resume_of_a_stopped_run_trains_only_what_is_left(demo_model):
     assert last == 40
 
 
+def test_a_resumed_run_continues_the_learning_rate_schedule(demo_model):
+    """Warmup and decay pick up where the parent stopped instead of starting over."""
+    from mlx_lm.tuner.utils import build_schedule
+
+    from droidft.config import lr_schedule_for
+
+    parent = quick(iters=400, warmup_steps=20, save_every=5, steps_per_report=1, steps_per_eval=10**6)
+    run_id = jobs.start(parent)
+    wait_for(lambda: len(store.metrics(run_id, names=["train_loss"])) >= 8, timeout=300)
+    jobs.stop(run_id)
+    assert jobs.wait(run_id, timeout=300)["status"] == "stopped"
+    child_id = jobs.resume(run_id)
+    wait_for(lambda: len(store.metrics(child_id, names=["learning_rate"])) >= 3, timeout=300)
+    jobs.stop(child_id)
+    jobs.wait(child_id, timeout=300)
+    schedule = build_schedule(lr_schedule_for(parent))
+    # The trainer reports the rate that step trained with, schedule(step - 1): the same rule
+    # holds for the parent's reports and the child's, on one global step count.
+    rows = store.metrics(run_id, names=["learning_rate"])[:5] + store.metrics(child_id, names=["learning_rate"])[:5]
+    for row in rows:
+        assert row["value"] == pytest.approx(schedule(row["step"] - 1).item(), rel=1e-5), row
+    first = store.metrics(child_id, names=["learning_rate"])[0]
+    assert first["step"] > 5 and first["value"] > schedule(3).item()  # not back at the warmup's start
+
+
 @pytest.mark.parametrize("overrides", [
     {"fine_tune_type": "dora"},
     {"fine_tune_type": "full", "num_layers": 1, "learning_rate": 1e-4},

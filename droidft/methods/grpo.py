@@ -40,7 +40,9 @@ from typing import Any, ClassVar
 
 from .. import data as datasets
 from .. import paths, rewards
-from ..config import OPTIMIZERS, BaseConfig, _finite, _positive_int, lr_schedule_for, training_loop_problems
+from ..config import (
+    OPTIMIZERS, BaseConfig, _finite, _positive_int, continued_schedule, lr_schedule_for,
+    training_loop_problems)
 from ..reporting import RunContext, StoreCallback, checkpoint_recorder
 from . import Method, register
 
@@ -421,9 +423,9 @@ def load_reference(config, model_path: Path, init_weights: str | None = None):
 
 def build_optimizer(config):
     import mlx.optimizers as optim
-    from mlx_lm.tuner.utils import build_schedule
 
-    lr = build_schedule(config.schedule()) if config.schedule() else config.learning_rate
+    lr = (continued_schedule(config.schedule(), config.start_step) if config.schedule()
+          else config.learning_rate)
     classes = {"adam": optim.Adam, "adamw": optim.AdamW, "sgd": optim.SGD,
                "adafactor": optim.Adafactor, "muon": optim.Muon}
     return classes[config.optimizer](learning_rate=lr, **config.optimizer_config.get(config.optimizer, {}))

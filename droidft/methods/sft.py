@@ -16,24 +16,26 @@ import numpy as np
 
 from .. import data as datasets
 from .. import store
-from ..config import SFTConfig
+from ..config import SFTConfig, continued_schedule
 from ..models import quantized_copy, resolve_model
 from ..reporting import RunContext, StoreCallback, checkpoint_recorder, stoppable
 from . import Method, register
 
 
 @contextmanager
-def _patched_train(iterate_wrapper):
-    """`mlx_lm.lora.train_model` takes no batch iterator; hand one to its `train` call."""
+def _patched_train(iterate_wrapper, start_step: int = 0):
+    """`mlx_lm.lora.train_model` takes no batch iterator; hand one to its `train` call.
+    A resumed run's learning-rate schedule continues from `start_step`."""
     import mlx_lm.lora as lora
     from mlx_lm.tuner.trainer import iterate_batches
 
-    original = lora.train
+    original, original_schedule = lora.train, lora.build_schedule
     lora.train = functools.partial(original, iterate_batches=iterate_wrapper(iterate_batches))
+    lora.build_schedule = lambda schedule: continued_schedule(schedule, start_step)
     try:
         yield
     finally:
-        lora.train = original
+        lora.train, lora.build_schedule = original, original_schedule
 
 
 def model_for(config) -> Path:
@@ -69,7 +71,7 @@ def run(config: SFTConfig, ctx: RunContext) -> None:
 
     on_step = checkpoint_recorder(ctx, save_every)
 
-    with _patched_train(lambda ib: stoppable(ib, ctx, on_step=on_step)):
+    with _patched_train(lambda ib: stoppable(ib, ctx, on_step=on_step), config.start_step):
         train_model(args, model, train_set, valid_set, callback)
 
     last = ctx.state.get("stopped_at", iters)
