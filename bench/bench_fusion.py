@@ -13,7 +13,6 @@ Usage: LD_PRELOAD=<libopenblas.so.0> python bench/bench_fusion.py [--hidden 1024
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,25 +21,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def random_base(out: Path, hidden: int, layers: int, tokenizer_from: Path) -> Path:
-    import shutil
-
-    import mlx.core as mx
-    from mlx.utils import tree_flatten
-    from mlx_lm.models import llama
-
-    cfg = json.loads((tokenizer_from / "config.json").read_text())
-    cfg.update(hidden_size=hidden, num_hidden_layers=layers, intermediate_size=int(hidden * 2.75),
-               num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 256))
-    model = llama.Model(llama.ModelArgs.from_dict(cfg))
-    out.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
-    (out / "config.json").write_text(json.dumps(cfg))
-    for f in tokenizer_from.glob("tokenizer*"):
-        shutil.copy(f, out)
-    return out
 
 
 def random_adapter(model_path: Path, out: Path, rank: int, seed: int) -> Path:
@@ -61,10 +41,11 @@ def main() -> None:
     os.environ.setdefault("DROIDFT_HOME", str(tmp / "home"))
     from droidft import fusion
     from droidft.demo_model import demo_model_path
+    from droidft.synthetic import random_llama
 
     demo = demo_model_path()
     bases = {"demo": demo, f"llama-h{args.hidden}-l{args.layers}":
-             random_base(tmp / "big", args.hidden, args.layers, demo)}
+             random_llama(tmp / "big", hidden_size=args.hidden, num_layers=args.layers, like=demo)}
     print(f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '(none)')}; {args.adapters} adapters of rank {args.rank}")
     print(f"{'base':18} {'base MB':>8} {'method':7} {'to':8} {'seconds':>8} {'GB/s':>7} {'energy':>7}")
     for name, base in bases.items():

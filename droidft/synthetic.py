@@ -1,12 +1,48 @@
-"""Synthetic LoRA adapters: stock mlx-lm layout, random non-zero B factors.
+"""Synthetic models and LoRA adapters in the stock mlx-lm / Hugging Face layouts.
 
-For benchmarks (generation and fusion throughput) and tests (fusion numerics,
-compatibility checks) that need an adapter without training one first."""
+For benchmarks (training, generation and fusion throughput) and tests (fusion numerics,
+compatibility checks) that need an adapter without training one first, or a bigger model
+of the demo model's family without pre-training one: throughput does not depend on what
+the weights have learned, only on the shapes."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+# Copied from `like` besides config.json, so tokenizers and stop tokens stay the same.
+_TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "generation_config.json")
+
+
+def random_llama(out, *, hidden_size: int, num_layers: int, like, seed: int = 0) -> Path:
+    """Write a random-init Llama (`config.json`, `model.safetensors`, tokenizer files) to `out`.
+
+    Takes config.json and the tokenizer from the model folder `like` (a Llama, e.g. the demo
+    model) and rescales it: `hidden_size`, `num_layers`, intermediate size 2.75 x hidden,
+    head dim 64 (one head per 64 of hidden), one KV head per 256 of hidden. Benchmarks use it
+    to see how a cost grows with model size without pre-training a bigger model; throughput
+    does not depend on trained weights. Stock `mlx_lm.load(out)` opens it."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    like, out = Path(like), Path(out)
+    cfg = json.loads((like / "config.json").read_text())
+    cfg.pop("head_dim", None)  # derived from hidden_size / num_attention_heads
+    cfg.update(hidden_size=hidden_size, num_hidden_layers=num_layers,
+               intermediate_size=int(hidden_size * 2.75),
+               num_attention_heads=max(1, hidden_size // 64),
+               num_key_value_heads=max(1, hidden_size // 256))
+    mx.random.seed(seed)
+    model = llama.Model(llama.ModelArgs.from_dict(cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    for pattern in _TOKENIZER_FILES:
+        for f in like.glob(pattern):
+            shutil.copy(f, out)
+    return out
 
 
 def random_lora_adapter(model_path, out, *, rank: int = 4, scale: float = 2.0, seed: int = 0,
