@@ -1,14 +1,26 @@
 """Training throughput: droidft vs stock `mlx_lm lora`, measured side by side in one run.
 
-Trains the same config (demo model, demo chat data) four ways and prints tokens/s:
+Trains the same config (demo chat data, demo LoRA settings) four ways and prints tokens/s
+and seconds per step:
   1. droidft worker, OpenBLAS (what users get)
   2. stock `python -m mlx_lm lora`, OpenBLAS preloaded (equal BLAS)
   3. stock `python -m mlx_lm lora`, the mlx[cpu] wheel's reference BLAS (the stock install)
   4. droidft worker, reference BLAS
-plus the time from `jobs.start` to the first metric row in DuckDB.
+plus the time from `jobs.start` to the first metric row in DuckDB; and does so at each model
+size in --sizes, to see how the costs grow with size:
+  demo   the real demo model (hidden 128, 4 layers)
+  large  a random-init Llama of the same family (droidft.synthetic.random_llama, default
+         hidden 512, 8 layers; throughput does not depend on trained weights)
 
-Stock tokens/s is read from the trainer's printed report lines (this is a benchmark of the
-stock CLI; droidft itself never parses text). Usage: python bench/bench_train.py [--iters N]
+The slow reference-BLAS runs train fewer iterations and validate on one batch (validation
+is outside both trainers' tokens/s). Stock tokens/s is read from the trainer's printed report
+lines (this is a benchmark of the stock CLI; droidft itself never parses text). Both trainers
+see the same batches (same seed), so stock seconds per step use droidft's exact token counts,
+checked against the stock printed (rounded) totals. Run it on an otherwise idle machine (each
+size prints the load average around its runs): with 2 cores, any other load skews a pair.
+
+Usage: python bench/bench_train.py [--sizes demo,large] [--iters N] [--reference-iters N]
+       [--large-reference-iters N] [--large-hidden 512] [--large-layers 8] [--repeats N]
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,9 +42,46 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 REPORT_LINE = re.compile(r"^\s*(\d+)\s+([\d.]+)\s*[▼▲]?\s+([\d,]+)\s+([\d.]+)k\s*$")
 
 
-def droidft_run(config, env_blas: str) -> tuple[float, float, str]:
-    """Run through droidft; returns (tokens/s averaged over reports after warm-up,
-    seconds from start() to the first metric row, blas used)."""
+@dataclass
+class Measured:
+    """One training run: report rows (iteration, tokens/s, cumulative trained tokens)."""
+
+    reports: list[tuple[int, float, float]]
+    first_metric: float = float("nan")
+    blas: str = ""
+    wall: float = float("nan")  # seconds for the whole run, start-up and validation included
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Mean of the report rates after the first (warm-up) report."""
+        rates = [r for _, r, _ in self.reports]
+        return statistics.mean(rates[1:] or rates)
+
+    def exact(self, exact_tokens: dict[int, float] | None) -> bool:
+        """Do `exact_tokens` (iteration -> cumulative tokens) match these reports' totals
+        (printed by the stock CLI rounded to 0.1k)?"""
+        return bool(exact_tokens) and all(abs(exact_tokens.get(it, -1e9) - t) <= 50.5
+                                          for it, _, t in self.reports)
+
+    def s_per_step(self, exact_tokens: dict[int, float] | None = None) -> float:
+        """Training seconds per step over the same reports as tokens_per_s: each report's
+        tokens / its rate, with `exact_tokens` when they match (else the rounded totals)."""
+        tokens = exact_tokens if self.exact(exact_tokens) else self.tokens_at
+        windows, prev_it, prev_t = [], 0, 0.0
+        for it, rate, _ in self.reports:
+            windows.append((it - prev_it, (tokens[it] - prev_t) / rate))
+            prev_it, prev_t = it, tokens[it]
+        windows = windows[1:] or windows
+        return sum(s for _, s in windows) / sum(n for n, _ in windows)
+
+    @property
+    def tokens_at(self) -> dict[int, float]:
+        return {it: t for it, _, t in self.reports}
+
+
+def droidft_run(config, env_blas: str) -> Measured:
+    """Run through droidft; report rows from DuckDB, seconds from start() to the first
+    metric row, and the BLAS the worker recorded."""
     from droidft import jobs, store
 
     t0 = time.perf_counter()
@@ -46,79 +96,135 @@ def droidft_run(config, env_blas: str) -> tuple[float, float, str]:
         time.sleep(0.1)
     if run["status"] != "completed":
         raise SystemExit(f"droidft run failed: {run.get('error')}")
-    rates = [r["value"] for r in store.metrics(run_id, names=["tokens_per_second"])]
-    return statistics.mean(rates[1:] or rates), first or float("nan"), run["blas"]
+    rows = store.metrics(run_id, names=["tokens_per_second", "trained_tokens"])
+    rate = {r["step"]: r["value"] for r in rows if r["name"] == "tokens_per_second"}
+    tokens = {r["step"]: r["value"] for r in rows if r["name"] == "trained_tokens"}
+    return Measured([(it, rate[it], tokens[it]) for it in sorted(rate)], first or float("nan"),
+                    run["blas"], time.perf_counter() - t0)
 
 
-def stock_run(config, model: str, data: str, preload: str | None) -> float:
-    """Run stock `python -m mlx_lm lora` with the same YAML; tokens/s from its report lines."""
+def stock_run(config, model: str, data: str, preload: str | None) -> Measured:
+    """Run stock `python -m mlx_lm lora` with the same YAML; report rows from its output."""
     env = dict(os.environ, NO_COLOR="1", TERM="dumb", COLUMNS="120")
     env.pop("LD_PRELOAD", None)
     if preload:
         env["LD_PRELOAD"] = preload
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.yaml"
         cfg.write_text(config.to_mlx_lm_yaml(model, data, str(Path(tmp) / "adapters")))
         out = subprocess.run([sys.executable, "-m", "mlx_lm", "lora", "-c", str(cfg)],
-                             capture_output=True, text=True, env=env)
+                             check=False, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"stock mlx_lm lora failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     plain = ANSI.sub("", out.stdout)
-    rates = [float(m.group(3).replace(",", "")) for line in plain.splitlines()
-             if (m := REPORT_LINE.match(line))]
-    if not rates:
+    reports = [(int(m.group(1)), float(m.group(3).replace(",", "")), float(m.group(4)) * 1000)
+               for line in plain.splitlines() if (m := REPORT_LINE.match(line))]
+    if not reports:
         raise SystemExit("could not read tokens/s from stock output:\n" + out.stdout[-2000:])
-    return statistics.mean(rates[1:] or rates)
+    return Measured(reports, blas="openblas" if preload else "reference", wall=time.perf_counter() - t0)
+
+
+def param_count(model_dir: Path) -> int:
+    import mlx.core as mx
+
+    return sum(v.size for f in sorted(model_dir.glob("*.safetensors")) for v in mx.load(str(f)).values())
+
+
+def bench_size(name: str, model: str, data: str, base, args, ref_iters: int, openblas) -> dict:
+    """The four rows for one model size; prints them and returns the summary."""
+    config = base.replace(model=model, iters=args.iters, steps_per_report=10, steps_per_eval=10**6,
+                          save_every=10**6)
+    slow = config.replace(iters=ref_iters, steps_per_report=max(1, ref_iters // 4), val_batches=1)
+    params = param_count(Path(model))
+    print(f"\n[{name}] {params / 1e6:.2f}M params ({model}) ...", flush=True)
+    load_before = os.getloadavg()[0]
+
+    # Interleaved and best-of-N: on a shared machine, load drifts between runs.
+    d_fast = s_fast = None
+    first_metric = float("inf")
+    for _ in range(args.repeats):
+        d = droidft_run(config, "auto")
+        first_metric = min(first_metric, d.first_metric)
+        if d_fast is None or d.tokens_per_s > d_fast.tokens_per_s:
+            d_fast = d
+        s = stock_run(config, model, data, openblas)
+        if s_fast is None or s.tokens_per_s > s_fast.tokens_per_s:
+            s_fast = s
+    s_ref = stock_run(slow, model, data, None)
+    d_ref = droidft_run(slow, "reference")
+    rows = [("droidft worker", d_fast.blas.split(" (")[0], d_fast, None),
+            ("stock mlx_lm lora", "openblas" if openblas else "reference", s_fast, d_fast.tokens_at),
+            ("stock mlx_lm lora", "reference (stock install)", s_ref, d_ref.tokens_at),
+            ("droidft worker", "reference", d_ref, None)]
+
+    print(f"\n{name}: {params / 1e6:.2f}M params, LoRA, {args.iters} iters (reference BLAS: {ref_iters}), "
+          f"best of {args.repeats} interleaved runs for the OpenBLAS pair, batch {config.batch_size}, "
+          f"rank {config.lora_parameters.rank}, machine: {os.cpu_count()} cores, "
+          f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print(f"{'trainer':20} {'BLAS':28} {'tokens/s':>10} {'s/step':>9} {'run wall s':>11}")
+    for who, blas, m, exact in rows:
+        rounded = exact is not None and not m.exact(exact)
+        print(f"{who:20} {blas:28} {m.tokens_per_s:10.0f} {m.s_per_step(exact):9.3f} {m.wall:11.1f}"
+              + ("  (from printed 0.1k token totals: differ from droidft's)" if rounded else ""))
+    equal = d_fast.tokens_per_s / s_fast.tokens_per_s
+    install = d_fast.tokens_per_s / s_ref.tokens_per_s
+    print()
+    print(f"droidft / stock, equal BLAS:           {equal:6.2f}x   (target >= 0.95x)")
+    print(f"droidft / stock mlx[cpu] install:      {install:6.2f}x   (target >= 10x on Linux)")
+    print(f"droidft / stock, both reference BLAS:  {d_ref.tokens_per_s / s_ref.tokens_per_s:6.2f}x")
+    print(f"start() to first metric row in DuckDB: {first_metric:6.2f} s  (target <= 5 s; the row "
+          f"comes after validation and {config.steps_per_report} steps)", flush=True)
+    return {"size": name, "params": params, "equal": equal, "install": install, "first": first_metric}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="demo,large",
+                        help="comma-separated: demo (the demo model), large (random Llama, see --large-*)")
     parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--reference-iters", type=int, default=20,
                         help="iterations for the slow reference-BLAS runs")
+    parser.add_argument("--large-reference-iters", type=int, default=8,
+                        help="iterations for the reference-BLAS runs at the large size")
+    parser.add_argument("--large-hidden", type=int, default=512)
+    parser.add_argument("--large-layers", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="best of N for the OpenBLAS pair")
     args = parser.parse_args()
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    if not sizes or set(sizes) - {"demo", "large"}:
+        parser.error(f"--sizes takes demo and/or large (got {args.sizes!r})")
 
     os.environ.setdefault("DROIDFT_HOME", tempfile.mkdtemp(prefix="droidft-bench-"))
     from droidft.blas import find_openblas
     from droidft.config import SFTConfig
     from droidft.data import resolve_dataset
     from droidft.demo_model import DEMO_SFT_DEFAULTS, demo_model_path
+    from droidft.synthetic import random_llama
 
-    model, data = str(demo_model_path()), str(resolve_dataset("demo"))
-    base = SFTConfig.from_dict({**DEMO_SFT_DEFAULTS, "model": model, "data": data})
-    config = base.replace(iters=args.iters, steps_per_report=10, steps_per_eval=10**6,
-                          save_every=10**6)
-    slow = config.replace(iters=args.reference_iters, steps_per_report=5)
+    demo, data = demo_model_path(), str(resolve_dataset("demo"))
+    base = SFTConfig.from_dict({**DEMO_SFT_DEFAULTS, "model": str(demo), "data": data})
     openblas = find_openblas()
     if openblas is None and sys.platform == "linux":
         print("OpenBLAS not installed: run scripts/install-system-deps.sh first")
 
-    rows = []
-    # Interleaved and best-of-N: on a shared machine, load drifts between runs.
-    d_fast, first_metric, s_fast = 0.0, float("inf"), 0.0
-    for _ in range(args.repeats):
-        rate, first, d_blas = droidft_run(config, "auto")
-        d_fast, first_metric = max(d_fast, rate), min(first_metric, first)
-        s_fast = max(s_fast, stock_run(config, model, data, openblas))
-    rows.append(("droidft worker", d_blas.split(" (")[0], d_fast))
-    rows.append(("stock mlx_lm lora", "openblas" if openblas else "reference", s_fast))
-    s_ref = stock_run(slow, model, data, None)
-    rows.append(("stock mlx_lm lora", "reference (stock install)", s_ref))
-    d_ref, _, _ = droidft_run(slow, "reference")
-    rows.append(("droidft worker", "reference", d_ref))
+    summary = []
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        for size in sizes:
+            if size == "demo":
+                summary.append(bench_size("demo", str(demo), data, base, args, args.reference_iters, openblas))
+            else:
+                model = random_llama(Path(tmp) / "large", hidden_size=args.large_hidden,
+                                     num_layers=args.large_layers, like=demo)
+                name = f"large (h{args.large_hidden} l{args.large_layers})"
+                summary.append(bench_size(name, str(model), data, base, args, args.large_reference_iters,
+                                          openblas))
 
-    print(f"\nDemo model LoRA, {args.iters} iters (reference BLAS: {args.reference_iters}), best of "
-          f"{args.repeats} interleaved runs for the OpenBLAS pair, "
-          f"batch {config.batch_size}, rank {config.lora_parameters.rank}, machine: {os.cpu_count()} cores")
-    print(f"{'trainer':20} {'BLAS':28} {'tokens/s':>10}")
-    for who, blas, rate in rows:
-        print(f"{who:20} {blas:28} {rate:10.0f}")
-    print()
-    print(f"droidft / stock, equal BLAS:           {d_fast / s_fast:6.2f}x   (target >= 0.95x)")
-    print(f"droidft / stock mlx[cpu] install:      {d_fast / s_ref:6.2f}x   (target >= 10x on Linux)")
-    print(f"droidft / stock, both reference BLAS:  {d_ref / s_ref:6.2f}x")
-    print(f"start() to first metric row in DuckDB: {first_metric:6.2f} s  (target <= 5 s)")
+    print(f"\n{'size':20} | {'params':>7} | droidft/stock equal BLAS | droidft(OpenBLAS)/stock install "
+          f"| first metric s")
+    for r in summary:
+        print(f"{r['size']:20} | {r['params'] / 1e6:6.2f}M | {r['equal']:23.2f}x | {r['install']:30.2f}x "
+              f"| {r['first']:14.2f}")
 
 
 if __name__ == "__main__":
