@@ -70,7 +70,7 @@ with col_machine:
         )
         if "not installed" in str(info.get("worker_blas", "")):
             st.warning("Training will use the slow reference BLAS. Run "
-                       "`scripts/install-system-deps.sh` to install OpenBLAS (about 20x faster).")
+                       "`scripts/install-system-deps.sh` to install OpenBLAS (7x faster on the demo model, about 20x on a 23M-parameter one: docs/BENCHMARKS.md).")
     if security.lan_mode() or len(presence().active()) > 1:
         who_is_connected()
     st.subheader("Go to")
