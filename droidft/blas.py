@@ -1,8 +1,8 @@
 """Which BLAS the training worker gets.
 
 The Linux `mlx[cpu]` wheel links the reference netlib BLAS (~5 GFLOP/s on 2 cores);
-preloading OpenBLAS into the worker process makes training about 20x faster
-(DESIGN.md, "Speed on Linux"). The worker is a child process, so the launcher
+preloading OpenBLAS into the worker process makes training 7x faster on the demo
+model and ~20x on a 23M-parameter one (docs/BENCHMARKS.md; DESIGN.md, "Speed on Linux"). The worker is a child process, so the launcher
 sets LD_PRELOAD for it when an OpenBLAS is installed; the worker then reads its
 own memory map to record what it really runs with. macOS uses Metal/Accelerate.
 """
