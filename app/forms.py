@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from common import call, typed_path
+from common import call, model_label, models, typed_path
 from droidft import ui_support as us
 
 NONE = "none"
@@ -151,3 +151,15 @@ def data_picker(prefix: str, datasets: list[dict], default: str | None = None) -
                               key=widget_key(prefix, "data_other")).strip()
         return call(typed_path, typed, doing="use this dataset folder", default="")
     return choice
+
+
+def model_and_data(prefix: str) -> tuple[str, str]:
+    """The model and dataset pickers side by side (defaults from ?model= and ?data=)."""
+    found = call(models, doing="look for models", default=[]) or []
+    found_data = call(us.list_datasets, doing="list datasets", default=[]) or [{"name": "demo", "path": "demo"}]
+    left, right = st.columns(2)
+    with left:
+        model = model_picker(prefix, found, model_label, default=st.query_params.get("model"))
+    with right:
+        data = data_picker(prefix, found_data, default=st.query_params.get("data"))
+    return model, data

@@ -52,11 +52,11 @@ def build_config(args):
     from . import methods
     from .config import LoraParameters
 
+    import yaml
+
     method = methods.get(args.method)
     values = {}
     if args.config:
-        import yaml
-
         from .config import ConfigError
 
         try:
@@ -89,8 +89,6 @@ def build_config(args):
         values["lora_parameters"] = {**LoraParameters().__dict__, **lora}
     for item in args.set or []:
         key, _, raw = item.partition("=")
-        import yaml
-
         values[key.strip().replace("-", "_")] = yaml.safe_load(raw)
     return method.config_class.from_dict(values)
 

@@ -199,7 +199,7 @@ def wait(run_id: str, timeout: float | None = None, poll: float = 0.5) -> dict:
 
 def last_checkpoint(run_id: str) -> tuple[Path, int] | None:
     """The newest adapter weights a run saved and the (global) step they hold."""
-    run = get(run_id)
+    get(run_id)  # an unknown run raises RunError
     final = [a for a in store.artifacts(run_id, kind="final_adapter") if a.get("step") is not None]
     if final:
         path = Path(final[-1]["path"]) / "adapters.safetensors"

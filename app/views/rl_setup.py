@@ -3,8 +3,8 @@ selected method's config dataclass, so every method the engine registers gets on
 
 import streamlit as st
 
-from common import allowed, attempt, call, goto, link, lora_keys, model_label, models, viewer_note
-from forms import config_form, data_picker, init_state, model_picker
+from common import allowed, attempt, call, goto, link, lora_keys, viewer_note
+from forms import config_form, init_state, model_and_data
 from droidft import jobs, methods
 from droidft import ui_support as us
 
@@ -37,13 +37,7 @@ has_rewards = {"reward_functions", "reward_weights"} <= config_class.field_names
 skip = tuple(locked) + (("reward_functions", "reward_weights") if has_rewards else ())
 init_state(P, specs)
 
-found = call(models, doing="look for models", default=[]) or []
-left, right = st.columns(2)
-with left:
-    model = model_picker(P, found, model_label, default=st.query_params.get("model"))
-with right:
-    data = data_picker(P, call(us.list_datasets, doing="list datasets", default=[]) or [{"name": "demo", "path": "demo"}],
-                       default=st.query_params.get("data"))
+model, data = model_and_data(P)
 name = st.text_input("Run name", key=f"{P}.name", placeholder="optional", help=us.HELP["name"])
 
 # -- reward functions with weights (GRPO family) --------------------------------------------------

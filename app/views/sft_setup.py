@@ -4,9 +4,9 @@ mlx-lm command and YAML, a memory/time estimate, and the start button."""
 import streamlit as st
 
 from common import (
-    allowed, attempt, call, data_mtime, goto, lora_keys, machine, model_label, models, token_stats,
+    allowed, attempt, call, data_mtime, goto, lora_keys, machine, token_stats,
     viewer_note)
-from forms import apply_values, config_form, data_picker, init_state, model_picker
+from forms import apply_values, config_form, init_state, model_and_data
 from droidft import jobs
 from droidft import ui_support as us
 from droidft.config import SFTConfig
@@ -31,13 +31,7 @@ st.segmented_control("Preset", list(presets), key="sft.preset", default="quick d
                      help="quick demo: about a minute on the demo model · balanced: a sensible first real "
                           "run · quality: longer, bigger adapter, for a final model")
 
-found = call(models, doing="look for models", default=[]) or []
-left, right = st.columns(2)
-with left:
-    model = model_picker(P, found, model_label, default=st.query_params.get("model"))
-with right:
-    data = data_picker(P, call(us.list_datasets, doing="list datasets", default=[]) or [{"name": "demo", "path": "demo"}],
-                       default=st.query_params.get("data"))
+model, data = model_and_data(P)
 name = st.text_input("Run name", key="sft.name", placeholder="optional, e.g. support-bot v1", help=us.HELP["name"])
 
 model_path = None

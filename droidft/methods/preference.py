@@ -50,20 +50,15 @@ class PreferenceConfig(RLTrainingConfig):
 
 
 @dataclass
-class DPOConfig(PreferenceConfig):
-    """Direct Preference Optimization against a frozen reference model."""
+class _PairLossConfig(PreferenceConfig):
+    """What DPO and CPO share: mlx-lm-lora's `dpo_cpo_loss_type` and the DPOP `delta`."""
 
-    method: ClassVar[str] = "dpo"
-    TRAIN_MODE: ClassVar[str] = "dpo"
     loss_type: str = "sigmoid"  # sigmoid | hinge | ipo | dpop
     delta: float = 50.0  # DPOP: weight of the penalty for lowering the chosen likelihood
 
     def mlx_lm_lora_args(self, model_path, data_path, adapter_path):
         args, notes = super().mlx_lm_lora_args(model_path, data_path, adapter_path)
         args.update(dpo_cpo_loss_type=self.loss_type, delta=self.delta)
-        if self.loss_type != "sigmoid":
-            notes.append("mlx-lm-lora 5.10's train_model does not pass the loss type on to "
-                         "train_dpo, so the stock DPO run uses sigmoid (droidft passes it)")
         return args, notes
 
     def problems(self) -> list[str]:
@@ -77,27 +72,30 @@ class DPOConfig(PreferenceConfig):
 
 
 @dataclass
-class CPOConfig(PreferenceConfig):
+class DPOConfig(_PairLossConfig):
+    """Direct Preference Optimization against a frozen reference model."""
+
+    method: ClassVar[str] = "dpo"
+    TRAIN_MODE: ClassVar[str] = "dpo"
+
+    def mlx_lm_lora_args(self, model_path, data_path, adapter_path):
+        args, notes = super().mlx_lm_lora_args(model_path, data_path, adapter_path)
+        if self.loss_type != "sigmoid":
+            notes.append("mlx-lm-lora 5.10's train_model does not pass the loss type on to "
+                         "train_dpo, so the stock DPO run uses sigmoid (droidft passes it)")
+        return args, notes
+
+
+@dataclass
+class CPOConfig(_PairLossConfig):
     """Contrastive Preference Optimization: DPO's loss without a reference model."""
 
     method: ClassVar[str] = "cpo"
     TRAIN_MODE: ClassVar[str] = "cpo"
-    loss_type: str = "sigmoid"
-    delta: float = 50.0
-
-    def mlx_lm_lora_args(self, model_path, data_path, adapter_path):
-        args, notes = super().mlx_lm_lora_args(model_path, data_path, adapter_path)
-        args.update(dpo_cpo_loss_type=self.loss_type, delta=self.delta)
-        return args, notes
 
     def problems(self) -> list[str]:
         out = super().problems()
-        if out and self.type_problems():
-            return out  # the checks below assume each field has its declared type
-        if self.loss_type not in DPO_LOSS_TYPES:
-            out.append(f"loss_type must be one of {', '.join(DPO_LOSS_TYPES)} (got {self.loss_type!r})")
-        _finite(out, "delta", self.delta, low=0)
-        if self.reference_model:
+        if self.reference_model and not (out and self.type_problems()):
             out.append("cpo uses no reference model: unset reference_model, or use dpo")
         return out
 
