@@ -8,6 +8,9 @@ import pandas as pd
 PALETTE = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777"]
 
 
+STEP_AXIS = alt.Axis(format="d", tickMinStep=1)  # whole steps, also when only step 0 exists
+
+
 def series_chart(frame: pd.DataFrame, names: list[str], *, y_title: str, labels: dict | None = None,
                  height: int = 230, zero: bool = False) -> alt.Chart:
     """Lines of metric `names` against step (the page prints the title above it); validation
@@ -22,7 +25,8 @@ def series_chart(frame: pd.DataFrame, names: list[str], *, y_title: str, labels:
                alt.Tooltip("value:Q", format=".4g")]
     base = alt.Chart(data)
     line = base.mark_line(strokeWidth=2).encode(
-        x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=y_title or None, scale=scale, axis=alt.Axis(format="~g")),
+        x=alt.X("step:Q", title="step", axis=STEP_AXIS),
+        y=alt.Y("value:Q", title=y_title or None, scale=scale, axis=alt.Axis(format=".4~g")),
         color=color, tooltip=tooltip)
     points = base.transform_filter(
         alt.FieldOneOfPredicate(field="name", oneOf=[n for n in names if n.startswith("val")] or ["__none__"])
@@ -36,8 +40,8 @@ def overlay_chart(frame: pd.DataFrame, metric: str, label_col: str = "run", heig
     data = frame[frame["name"] == metric][["step", "value", label_col]].dropna(subset=["value"])
     return alt.Chart(data, title=metric.replace("_", " "), height=height).mark_line(
         strokeWidth=2).encode(
-        x=alt.X("step:Q", title="step"),
-        y=alt.Y("value:Q", title=metric.replace("_", " "), scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
+        x=alt.X("step:Q", title="step", axis=STEP_AXIS),
+        y=alt.Y("value:Q", title=metric.replace("_", " "), scale=alt.Scale(zero=False), axis=alt.Axis(format=".4~g")),
         color=alt.Color(f"{label_col}:N", title="run", scale=alt.Scale(range=PALETTE),
                         legend=alt.Legend(orient="right", labelLimit=320)),
         tooltip=[f"{label_col}:N", "step:Q", alt.Tooltip("value:Q", format=".4g")],
