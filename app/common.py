@@ -280,11 +280,12 @@ def sign_in_gate() -> None:
         st.markdown("This dashboard is shared on the network. Sign in with the owner's or a viewer's password.")
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in", type="primary"):
-            outcome = security.sign_in(password, client_address())
-            if outcome.role:
+            outcome = call(security.sign_in, password, client_address(), doing="check the password")
+            if outcome and outcome.role:
                 st.session_state["role"] = outcome.role
                 st.rerun()
-            st.error(outcome.message, icon=":material/lock:")
+            if outcome:
+                st.error(outcome.message, icon=":material/lock:")
     st.stop()
 
 
