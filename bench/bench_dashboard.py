@@ -228,6 +228,70 @@ def bench_browser_latency(samples: int) -> None:
     print(f"report -> shown in the browser (end to end):     {stats(lat)}")
 
 
+def bench_monitor_traffic(steps_list=(100, 1000), seconds: float = 10.0) -> None:
+    """Bytes a watching tab receives per second from the Monitor's 0.5 s poll, for a running
+    run with N reported steps (5 metrics each), while the run adds no new rows: the cost
+    every extra viewer on a LAN adds, and how it grows with the length of the run."""
+    if not Path(CHROMIUM).exists():
+        print(f"monitor traffic: skipped (no Chromium at {CHROMIUM})")
+        return
+    from playwright.sync_api import sync_playwright
+
+    from droidft import store
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1"],
+        cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    holders = []
+    try:
+        for _ in range(240):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
+                                        env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+            for steps in steps_list:
+                rid, holder = live_run()
+                holders.append(holder)
+                now = time.time()
+                store.add_metrics([(rid, s, name, 1.0 / s, now - steps + s) for s in range(1, steps + 1)
+                                   for name in ("train_loss", "learning_rate", "tokens_per_second",
+                                                "peak_memory_gb", "trained_tokens")])
+                page = browser.new_page()
+                received: list[tuple[float, int]] = []
+                cdp = page.context.new_cdp_session(page)
+                cdp.send("Network.enable")
+                cdp.on("Network.webSocketFrameReceived",
+                       lambda e: received.append((time.time(), len(e["response"]["payloadData"]))))
+                page.goto(f"{url}/monitor?run={rid}")
+                page.get_by_text("Train loss").first.wait_for(timeout=120_000)
+                page.wait_for_timeout(3000)
+                t0 = time.time()
+                page.wait_for_timeout(int(seconds * 1000))  # lets Playwright deliver the events
+                late = [n for t, n in received if t >= t0]
+                biggest = max(late, default=0) * 0.75 / 1024
+                # binary frames arrive base64-encoded in CDP: 4 characters per 3 bytes
+                print(f"Monitor traffic per watching tab, {steps:>5} steps x 5 metrics: "
+                      f"{sum(late) * 0.75 / seconds / 1024:7.1f} KB/s ({len(late) / seconds:.1f} messages/s, "
+                      f"largest {biggest:.1f} KB)")
+                page.close()
+            browser.close()
+    finally:
+        for holder in holders:
+            holder.kill()
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="100,1000",
@@ -249,6 +313,11 @@ def main() -> None:
         bench_poll_latency(args.samples)
         if not args.no_browser:
             bench_browser_latency(args.samples)
+    if not args.no_browser:
+        with tempfile.TemporaryDirectory(prefix="droidft-bench-") as home:
+            os.environ["DROIDFT_HOME"] = home
+            print("== Monitor traffic")
+            bench_monitor_traffic()
 
 
 if __name__ == "__main__":
