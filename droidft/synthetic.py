@@ -46,9 +46,11 @@ def random_llama(out, *, hidden_size: int, num_layers: int, like, seed: int = 0)
 
 
 def random_lora_adapter(model_path, out, *, rank: int = 4, scale: float = 2.0, seed: int = 0,
-                        b_std: float = 0.05, lazy: bool = False) -> Path:
-    """Write `adapters.safetensors` + `adapter_config.json` for LoRA on every linear layer
-    of every block; stock `mlx_lm.load(model, adapter_path=out)` opens it."""
+                        b_std: float = 0.05, lazy: bool = False, dora: bool = False,
+                        keys: list[str] | None = None) -> Path:
+    """Write `adapters.safetensors` + `adapter_config.json` for LoRA (or DoRA, whose
+    magnitudes get a random 0-10% nudge) on every block's linear layers, or on `keys` only;
+    stock `mlx_lm.load(model, adapter_path=out)` opens it."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
     from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -57,13 +59,22 @@ def random_lora_adapter(model_path, out, *, rank: int = 4, scale: float = 2.0, s
     model, _ = load_model(Path(model_path), lazy=lazy)
     mx.random.seed(seed)
     params = {"rank": rank, "scale": scale, "dropout": 0.0}
-    linear_to_lora_layers(model, len(model.layers), params)
-    tensors = {k: (mx.random.normal(v.shape) * b_std if k.endswith("lora_b") else v)
-               for k, v in tree_flatten(model.trainable_parameters()) if k.endswith((".lora_a", ".lora_b"))}
+    if keys:
+        params["keys"] = list(keys)
+    linear_to_lora_layers(model, len(model.layers), params, use_dora=dora)
+    tensors = {}
+    for key, value in tree_flatten(model.trainable_parameters()):
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "lora_b":
+            value = mx.random.normal(value.shape) * b_std
+        elif leaf == "m":
+            value = value * (1 + 0.1 * mx.random.uniform(shape=value.shape))
+        if leaf in ("lora_a", "lora_b", "m"):
+            tensors[key] = value
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(out / "adapters.safetensors"), tensors)
     (out / "adapter_config.json").write_text(json.dumps({
-        "model": str(model_path), "fine_tune_type": "lora", "num_layers": len(model.layers),
-        "lora_parameters": params}))
+        "model": str(model_path), "fine_tune_type": "dora" if dora else "lora",
+        "num_layers": len(model.layers), "lora_parameters": params}))
     return out

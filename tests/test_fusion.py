@@ -1,7 +1,6 @@
 """Adapter fusion on the demo model: numerics in update space, stock mlx-lm loading, validation."""
 
 import json
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -16,31 +15,9 @@ PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
 
 def make_adapter(model_path, out, rank=4, seed=0, dora=False, keys=None, scale=2.0):
     """A LoRA/DoRA adapter in mlx-lm's layout with random (non-zero) B factors."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-    from mlx_lm.utils import load_model
+    from droidft.synthetic import random_lora_adapter
 
-    model, _ = load_model(Path(model_path))
-    mx.random.seed(seed)
-    params = {"rank": rank, "scale": scale, "dropout": 0.0}
-    if keys:
-        params["keys"] = keys
-    linear_to_lora_layers(model, len(model.layers), params, use_dora=dora)
-    tensors = {}
-    for k, v in tree_flatten(model.trainable_parameters()):
-        leaf = k.rsplit(".", 1)[-1]
-        if leaf == "lora_b":
-            v = mx.random.normal(v.shape) * 0.05
-        elif leaf == "m":
-            v = v * (1 + 0.1 * mx.random.uniform(shape=v.shape))
-        if leaf in ("lora_a", "lora_b", "m"):
-            tensors[k] = v
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    mx.save_safetensors(str(out / "adapters.safetensors"), tensors)
-    (out / "adapter_config.json").write_text(json.dumps({
-        "model": str(model_path), "fine_tune_type": "dora" if dora else "lora",
-        "num_layers": len(model.layers), "lora_parameters": params}))
-    return out
+    return random_lora_adapter(model_path, out, rank=rank, seed=seed, dora=dora, keys=keys, scale=scale)
 
 
 @pytest.fixture(scope="session")
