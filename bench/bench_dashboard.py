@@ -174,6 +174,28 @@ def bench_poll_latency(samples: int) -> None:
     print(f"report -> Monitor data (poll every {POLL_SECONDS} s):  {stats(lat)}")
 
 
+def start_dashboard() -> tuple[subprocess.Popen, str]:
+    """`streamlit run app/Home.py` on a free port (this process's DROIDFT_HOME); (process, url)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1"],
+        cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def wait_healthy(url: str) -> None:
+    for _ in range(240):
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.5)
+
+
 def bench_browser_latency(samples: int) -> None:
     """Writer (as the worker) -> the value on the Monitor page in Chromium (end to end)."""
     if not Path(CHROMIUM).exists():
@@ -184,25 +206,12 @@ def bench_browser_latency(samples: int) -> None:
     from droidft import store
 
     rid, holder = live_run()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+    server, url = start_dashboard()
     writer = store.BatchWriter(rid)
     writer.start_background()
     lat = []
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
+        wait_healthy(url)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
                                         env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
@@ -239,23 +248,10 @@ def bench_monitor_traffic(steps_list=(100, 1000), seconds: float = 10.0) -> None
 
     from droidft import store
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_dashboard()
     holders = []
     try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
+        wait_healthy(url)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
                                         env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
