@@ -6,7 +6,6 @@ Only presentation lives here. Anything a page needs that is not about widgets be
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -87,22 +86,6 @@ def call(fn, *args, doing: str = "", default=None, **kwargs):
     except Exception as exc:  # noqa: BLE001
         show_error(exc, doing)
         return default
-
-
-def engine(module: str):
-    """An engine module that may not exist yet (inference, fusion, evaluate), or None."""
-    try:
-        return importlib.import_module(f"droidft.{module}")
-    except ImportError:
-        return None
-    except Exception as exc:  # noqa: BLE001 - a broken module must not take the page down
-        log.error("dashboard: droidft.%s failed to import: %s", module, exc)
-        return None
-
-
-def coming(feature: str, what_to_do: str) -> None:
-    st.info(f"**{feature} is coming.** The engine part of this page is still being built. "
-            f"{what_to_do}", icon=":material/construction:")
 
 
 def empty(message: str, page: str | None = None, label: str | None = None, **query) -> None:
@@ -355,8 +338,9 @@ def adapter_targets() -> tuple[list[dict], list[dict]]:
     from droidft import jobs
 
     runs = call(jobs.list_runs, doing="read the runs", default=[]) or []
-    fusion = engine("fusion")
-    fused = (call(fusion.fused_artifacts, doing="list fused adapters", default=[]) or []) if fusion else []
+    from droidft import fusion
+
+    fused = call(fusion.fused_artifacts, doing="list fused adapters", default=[]) or []
     return runs, us.adapter_choices(runs, fused)
 
 

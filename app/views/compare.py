@@ -3,17 +3,14 @@ same sampling settings and seed, streamed, with each one's speed. Chat mode keep
 
 import streamlit as st
 
-from common import adapter_targets, call, empty, engine, model_select, models, show_error
+from common import adapter_targets, call, empty, model_select, models, show_error
+from droidft import inference
 from droidft import ui_support as us
 
 st.title("Compare")
 st.caption("Ask the original model and your fine-tuned versions the same thing, with the same "
            "sampling and seed, and read the answers side by side.")
 
-inference = engine("inference")
-if inference is None:
-    st.info("Comparison needs the inference engine, which is not installed.", icon=":material/construction:")
-    st.stop()
 runs, choices = adapter_targets()
 found = call(models, doing="look for models", default=[]) or []
 if not found:

@@ -5,18 +5,14 @@ import pandas as pd
 import streamlit as st
 
 from charts import bar_chart
-from common import adapter_targets, allowed, attempt, call, empty, engine, model_select, models, viewer_note
-from droidft import store
+from common import adapter_targets, allowed, attempt, call, empty, model_select, models, viewer_note
+from droidft import evaluate, store
 from droidft import ui_support as us
 
 st.title("Evaluate")
 st.caption("Measure whether fine-tuning helped: loss on held-out data (lower is better), exact-match "
            "accuracy of answers, or reward scores, for the base model and each fine-tuned version.")
 
-evaluate = engine("evaluate")
-if evaluate is None:
-    st.info("Evaluation needs the evaluation engine, which is not installed.", icon=":material/construction:")
-    st.stop()
 runs, choices = adapter_targets()
 run_names = {r["id"]: r.get("name") or r["id"] for r in runs}
 by_key = {c["key"]: c for c in choices}

@@ -6,8 +6,8 @@ import streamlit as st
 
 from charts import schedule_chart
 from common import (
-    adapter_targets, allowed, attempt, call, empty, engine, goto, model_select, models, viewer_note)
-from droidft import paths
+    adapter_targets, allowed, attempt, call, empty, goto, model_select, models, viewer_note)
+from droidft import fusion, paths
 from droidft import ui_support as us
 
 st.title("Fusion")
@@ -15,10 +15,6 @@ st.caption("Blend what several fine-tunes learned into one adapter (or one full 
            "for example 70% of a style adapter and 30% of a facts adapter, or different "
            "mixes for early and late layers.")
 
-fusion = engine("fusion")
-if fusion is None:
-    st.info("Fusion needs the fusion engine, which is not installed.", icon=":material/construction:")
-    st.stop()
 
 choices = [c for c in adapter_targets()[1] if c["kind"] == "adapter"]
 found = call(models, doing="look for models", default=[]) or []
