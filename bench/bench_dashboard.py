@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import socket
@@ -174,8 +175,12 @@ def bench_poll_latency(samples: int) -> None:
     print(f"report -> Monitor data (poll every {POLL_SECONDS} s):  {stats(lat)}")
 
 
-def start_dashboard() -> tuple[subprocess.Popen, str]:
-    """`streamlit run app/Home.py` on a free port (this process's DROIDFT_HOME); (process, url)."""
+@contextlib.contextmanager
+def dashboard_in_chromium():
+    """`streamlit run app/Home.py` on a free port (this process's DROIDFT_HOME) and a headless
+    Chromium; yields (url, browser) and stops both afterwards."""
+    from playwright.sync_api import sync_playwright
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -184,16 +189,24 @@ def start_dashboard() -> tuple[subprocess.Popen, str]:
          "--server.port", str(port), "--server.address", "127.0.0.1"],
         cwd=REPO, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
-    return server, f"http://127.0.0.1:{port}"
-
-
-def wait_healthy(url: str) -> None:
-    for _ in range(240):
-        try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                return
-        except OSError:
-            time.sleep(0.5)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
+                                        env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+            try:
+                yield url, browser
+            finally:
+                browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def bench_browser_latency(samples: int) -> None:
@@ -201,20 +214,14 @@ def bench_browser_latency(samples: int) -> None:
     if not Path(CHROMIUM).exists():
         print(f"browser latency: skipped (no Chromium at {CHROMIUM})")
         return
-    from playwright.sync_api import sync_playwright
-
     from droidft import store
 
     rid, holder = live_run()
-    server, url = start_dashboard()
     writer = store.BatchWriter(rid)
     writer.start_background()
     lat = []
     try:
-        wait_healthy(url)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
-                                        env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+        with dashboard_in_chromium() as (url, browser):
             page = browser.new_page()
             page.goto(f"{url}/monitor?run={rid}")
             writer.metric(0, "train_loss", 5.0)
@@ -228,12 +235,9 @@ def bench_browser_latency(samples: int) -> None:
                     "v => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')]"
                     ".some(e => e.innerText.trim() === v)", arg=value, timeout=30_000, polling=20)
                 lat.append(time.perf_counter() - t)
-            browser.close()
     finally:
         writer.close()
         holder.kill()
-        server.terminate()
-        server.wait(timeout=30)
     print(f"report -> shown in the browser (end to end):     {stats(lat)}")
 
 
@@ -244,17 +248,11 @@ def bench_monitor_traffic(steps_list=(100, 1000), seconds: float = 10.0) -> None
     if not Path(CHROMIUM).exists():
         print(f"monitor traffic: skipped (no Chromium at {CHROMIUM})")
         return
-    from playwright.sync_api import sync_playwright
-
     from droidft import store
 
-    server, url = start_dashboard()
     holders = []
     try:
-        wait_healthy(url)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
-                                        env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+        with dashboard_in_chromium() as (url, browser):
             for steps in steps_list:
                 rid, holder = live_run()
                 holders.append(holder)
@@ -280,12 +278,9 @@ def bench_monitor_traffic(steps_list=(100, 1000), seconds: float = 10.0) -> None
                       f"{sum(late) * 0.75 / seconds / 1024:7.1f} KB/s ({len(late) / seconds:.1f} messages/s, "
                       f"largest {biggest:.1f} KB)")
                 page.close()
-            browser.close()
     finally:
         for holder in holders:
             holder.kill()
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def main() -> None:
