@@ -45,6 +45,18 @@ def assert_two_answers(page) -> None:
         assert len(lines) >= 3, lines  # title, answer, speed
 
 
+def generate_both(page, screenshot: str) -> None:
+    """On Compare: press Generate, wait until both models have answered (each shows its
+    speed), take the screenshot and check the two answers."""
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
+        ".filter(e => e.innerText.includes('tokens/s')).length >= 2", timeout=LONG)
+    wait_app_idle(page)
+    shot(page, screenshot)
+    assert_two_answers(page)
+
+
 def progress_text(page) -> str:
     loc = page.locator("[data-testid='stProgress']").first
     return loc.inner_text(timeout=60_000) if loc.count() else ""
@@ -103,14 +115,8 @@ def test_2_compare_base_vs_the_new_adapter(server, page):
     page.goto(f"{server['url']}/monitor?run={run_id}")
     page.get_by_role("button", name="Compare with base").click()
     page.wait_for_url(re.compile(r".*/compare.*"), timeout=60_000)
-    page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
-        ".filter(e => e.innerText.includes('tokens/s')).length >= 2", timeout=LONG)
-    wait_app_idle(page)
-    shot(page, "2-compare-base-vs-adapter")
+    generate_both(page, "2-compare-base-vs-adapter")
     assert page.get_by_text("Base model", exact=True).count() >= 1
-    assert_two_answers(page)
 
 
 def test_3_fusion_of_two_adapters_appears_in_compare(server, server_home, page):
@@ -139,13 +145,7 @@ def test_3_fusion_of_two_adapters_appears_in_compare(server, server_home, page):
     page.get_by_role("button", name="Compare it with the base model").click()
     page.wait_for_url(re.compile(r".*/compare\?adapter=.+"), timeout=60_000)
     page.get_by_text("fused adapter", exact=False).first.wait_for()
-    page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stCaptionContainer\"]')]"
-        ".filter(e => e.innerText.includes('tokens/s')).length >= 2", timeout=LONG)
-    wait_app_idle(page)
-    shot(page, "3c-compare-fused")
-    assert_two_answers(page)
+    generate_both(page, "3c-compare-fused")
 
 
 def test_4_sessions_lists_runs_and_overlays_two(server, server_home, page):
