@@ -12,3 +12,13 @@ def wait_for(predicate, timeout=120.0, poll=0.2):
             return value
         time.sleep(poll)
     raise AssertionError("timed out waiting")
+
+
+def demo_sft(**values):
+    """A short real SFT config on the demo model and demo chat data: batch 4, lr 1e-3,
+    LoRA rank 4 scale 10, unless `values` say otherwise (each test file sets its cadence)."""
+    from droidft.config import LoraParameters, SFTConfig
+
+    base = dict(model="demo", data="demo", batch_size=4, learning_rate=1e-3,
+                lora_parameters=LoraParameters(rank=4, scale=10.0))
+    return SFTConfig(**{**base, **values})

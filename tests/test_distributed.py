@@ -3,16 +3,13 @@
 import pytest
 
 from droidft import jobs, store
-from droidft.config import LoraParameters, SFTConfig
 from droidft.distributed import launch_command
+from helpers import demo_sft
 
 
 def config(**overrides):
-    values = dict(model="demo", data="demo", iters=12, batch_size=4, learning_rate=1e-3,
-                  steps_per_report=4, steps_per_eval=6, save_every=6, val_batches=2,
-                  lora_parameters=LoraParameters(rank=4, scale=10.0))
-    values.update(overrides)
-    return SFTConfig(**values)
+    return demo_sft(**dict(iters=12, steps_per_report=4, steps_per_eval=6, save_every=6, val_batches=2)
+                    | overrides)
 
 
 def series(run_id, name):

@@ -8,7 +8,7 @@ import pytest
 
 from droidft import jobs, store
 from droidft.config import LoraParameters, SFTConfig
-from helpers import wait_for
+from helpers import demo_sft, wait_for
 
 TRAIN_METRICS = {"train_loss", "learning_rate", "iterations_per_second", "tokens_per_second",
                  "trained_tokens", "peak_memory_gb"}
@@ -16,11 +16,8 @@ TRAIN_METRICS = {"train_loss", "learning_rate", "iterations_per_second", "tokens
 
 def quick(**overrides) -> SFTConfig:
     """A short real run of the demo model on the demo chat data."""
-    values = dict(model="demo", data="demo", iters=20, batch_size=4, learning_rate=1e-3,
-                  steps_per_report=5, steps_per_eval=10, save_every=10, val_batches=2,
-                  lora_parameters=LoraParameters(rank=4, scale=10.0))
-    values.update(overrides)
-    return SFTConfig(**values)
+    return demo_sft(**dict(iters=20, steps_per_report=5, steps_per_eval=10, save_every=10, val_batches=2)
+                    | overrides)
 
 
 

@@ -17,15 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from droidft import jobs, store
-from droidft.config import ConfigError, LoraParameters, SFTConfig
+from droidft.config import ConfigError, LoraParameters
+from helpers import demo_sft
 
 
 def small(**overrides):
-    values = dict(model="demo", data="demo", iters=30, batch_size=4, learning_rate=1e-3,
-                  steps_per_report=1, steps_per_eval=10, save_every=10, val_batches=1,
-                  lora_parameters=LoraParameters(rank=2, scale=10.0))
-    values.update(overrides)
-    return SFTConfig(**values)
+    return demo_sft(**dict(iters=30, steps_per_report=1, steps_per_eval=10, save_every=10, val_batches=1,
+                           lora_parameters=LoraParameters(rank=2, scale=10.0)) | overrides)
 
 
 def test_two_runs_with_pollers_lose_no_row_and_show_no_lock_error(demo_model):

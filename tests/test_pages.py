@@ -13,7 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from droidft import jobs, store
 from droidft import ui_support as us
-from droidft.config import LoraParameters, SFTConfig
+from droidft.config import SFTConfig
+from helpers import demo_sft
 from helpers import wait_for as shared_wait_for
 
 APP = Path(__file__).resolve().parent.parent / "app" / "Home.py"
@@ -50,11 +51,8 @@ def charts(at: AppTest) -> list:
 
 def tiny(**overrides) -> SFTConfig:
     """A real, short SFT run of the demo model on the demo data."""
-    values = dict(model="demo", data="demo", iters=10, batch_size=4, learning_rate=1e-3,
-                  steps_per_report=2, steps_per_eval=5, save_every=5, val_batches=2,
-                  max_seq_length=128, lora_parameters=LoraParameters(rank=4, scale=10.0))
-    values.update(overrides)
-    return SFTConfig(**values)
+    return demo_sft(**dict(iters=10, steps_per_report=2, steps_per_eval=5, save_every=5, val_batches=2,
+                           max_seq_length=128) | overrides)
 
 
 def wait_for(predicate, timeout=300.0, poll=0.5):
