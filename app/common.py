@@ -329,7 +329,7 @@ def also_watching(run_id: str) -> str | None:
     others = [v for v in presence().watching(run_id) if v.session != me]
     if not others:
         return None
-    names = [v.who if allowed("delete") else (v.role or "visitor") for v in others]
+    names = [v.label(show_address=allowed("delete")) for v in others]
     return "Also watching this run: " + ", ".join(names)
 
 

@@ -428,7 +428,8 @@ def _iter_raw_lines(fh, max_line_bytes: int) -> Iterator[tuple[int, bytes | None
         yield lineno, chunk, len(chunk)
 
 
-def _human_bytes(n: int) -> str:
+def human_bytes(n: float) -> str:
+    """1000 bytes, 4.9 KB, 16.0 MB, 2.0 GB."""
     for unit in ("bytes", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -512,7 +513,7 @@ def _read_numbered(
             if limit is not None and len(rows) >= limit:
                 break
             if raw is None:
-                problems.append(Problem(name, lineno, f"is {_human_bytes(size)} long, over the {_human_bytes(max_line_bytes)} limit for one row"))
+                problems.append(Problem(name, lineno, f"is {human_bytes(size)} long, over the {human_bytes(max_line_bytes)} limit for one row"))
                 continue
             text, err, blank = _decode_line(raw, lineno)
             if blank:
@@ -816,7 +817,7 @@ def _scan_file(path: Path, method: str, f: Features, mask_prompt: bool, col: _Co
             for lineno, raw, nbytes in _iter_raw_lines(fh, max_line_bytes):
                 if raw is None:
                     rows += 1
-                    col.add(name, lineno, f"is {_human_bytes(nbytes)} long, over the {_human_bytes(max_line_bytes)} limit for one row; split or shorten it")
+                    col.add(name, lineno, f"is {human_bytes(nbytes)} long, over the {human_bytes(max_line_bytes)} limit for one row; split or shorten it")
                     continue
                 text, err, blank = _decode_line(raw, lineno)
                 if blank:

@@ -17,6 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .data import human_bytes
+
 DEFAULT_MIN_FREE_MB = 100.0
 
 
@@ -46,14 +48,6 @@ def free_bytes(path: str | os.PathLike) -> int:
     return shutil.disk_usage(p).free
 
 
-def fmt_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"  # pragma: no cover
-
-
 def is_disk_full(exc: BaseException, path: str | os.PathLike | None = None) -> bool:
     """Does this error mean the disk ran out of space? MLX's writer only says "Unable to
     write", so for it the free space at `path` decides."""
@@ -72,7 +66,7 @@ def is_disk_full(exc: BaseException, path: str | os.PathLike | None = None) -> b
 
 def full_message(path: str | os.PathLike, doing: str) -> str:
     free = free_bytes(path)
-    return (f"The disk is full while {doing}: {fmt_bytes(free)} free on the disk holding {path}. "
+    return (f"The disk is full while {doing}: {human_bytes(free)} free on the disk holding {path}. "
             f"Free some space (Sessions can delete old runs and their checkpoints), or set "
             f"DROIDFT_HOME to a bigger disk; then Resume continues from the last checkpoint.")
 
@@ -82,8 +76,8 @@ def require_free(path: str | os.PathLike, needed: int, what: str) -> None:
     free, margin = free_bytes(path), min_free_bytes()
     if free < needed + margin:
         raise DiskFull(
-            f"Not enough free disk space for {what}: {fmt_bytes(free)} free on the disk holding "
-            f"{path}, and it needs about {fmt_bytes(needed)} plus a {fmt_bytes(margin)} margin. "
+            f"Not enough free disk space for {what}: {human_bytes(free)} free on the disk holding "
+            f"{path}, and it needs about {human_bytes(needed)} plus a {human_bytes(margin)} margin. "
             f"Free some space (Sessions can delete old runs), save checkpoints less often, or set "
             f"DROIDFT_HOME to a bigger disk.")
 
@@ -110,8 +104,8 @@ class LowSpaceWatch:
             return False
         if free < self.margin:
             self.reason = (
-                f"Stopped early because the disk is almost full: {fmt_bytes(free)} free on the disk "
-                f"holding {self.path} (droidft keeps {fmt_bytes(self.margin)} free so the run "
+                f"Stopped early because the disk is almost full: {human_bytes(free)} free on the disk "
+                f"holding {self.path} (droidft keeps {human_bytes(self.margin)} free so the run "
                 f"database stays safe). The adapter so far is saved. Free some space (Sessions can "
                 f"delete old runs), then Resume.")
         return self.reason is not None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 TIMEOUT = 30.0  # seconds without a report before a session counts as gone
 
@@ -31,6 +31,10 @@ class Visitor:
     def who(self) -> str:
         where = self.address or "this machine"
         return f"{self.role or 'not signed in'} · {where}"
+
+    def label(self, show_address: bool) -> str:
+        """`who` for the owner; only the role for viewers, who do not see addresses."""
+        return self.who if show_address else (self.role or "visitor")
 
 
 class Presence:
@@ -73,11 +77,9 @@ class Presence:
         now = time.time() if now is None else now
         rows = []
         for v in self.active(now):
-            row = asdict(v)
             rows.append({
-                "who": ("you · " if v.session == me else "") + (v.who if show_addresses else (v.role or "visitor")),
+                "who": ("you · " if v.session == me else "") + v.label(show_addresses),
                 "page": v.page, "run": v.run_id or "",
                 "connected": round(now - v.since), "last seen (s ago)": round(now - v.last_seen, 1),
-                "_session": row["session"],
             })
         return rows
