@@ -162,9 +162,9 @@ def _wait_for(failures: int) -> float:
     return 0.0 if over < 0 else min(MAX_WAIT, BASE_WAIT * 2 ** over)
 
 
-def _with_attempts(update):
-    """Read-modify-write the failure record under a lock (every dashboard process and
-    session shares it, so opening new tabs or sessions does not reset the count)."""
+def _with_attempts(update, write: bool = True):
+    """Read (and, with `write`, modify and save) the failure record under a lock: every
+    dashboard process and session shares it, so new tabs or sessions do not reset it."""
     path = _attempts_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
@@ -176,9 +176,10 @@ def _with_attempts(update):
         now = time.time()
         record = {k: v for k, v in record.items() if now - v.get("last", 0) < WINDOW + MAX_WAIT}
         result = update(record, now)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        if write:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, path)
         return result
 
 
@@ -193,7 +194,7 @@ def sign_in(password: str, client: str | None) -> SignIn:
         waits = [record.get(key, {}).get("until", 0) - now for key in (client, "*")]
         return max(0.0, *waits)
 
-    wait = _with_attempts(check_wait)
+    wait = _with_attempts(check_wait, write=False)
     if wait > 0:
         return SignIn(None, wait)
     role = login(password)
@@ -204,7 +205,7 @@ def sign_in(password: str, client: str | None) -> SignIn:
             return 0.0
         waits = []
         for key, free, wait_fn in ((client, FREE_FAILURES, _wait_for),
-                                   ("*", GLOBAL_FAILURES, lambda n: GLOBAL_WAIT if n >= GLOBAL_FAILURES else 0.0)):
+                                   ("*", GLOBAL_FAILURES, lambda n: GLOBAL_WAIT)):
             entry = record.get(key, {})
             failures = entry.get("failures", 0) if now - entry.get("first", now) < WINDOW else 0
             failures += 1
