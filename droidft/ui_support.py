@@ -963,74 +963,15 @@ def stock_command(run: dict) -> str | None:
 # datasets and models the pickers offer
 
 
-def datasets_dir() -> Path:
-    """Where datasets uploaded, generated or split in the dashboard are kept."""
-    from . import paths
-
-    path = paths.home() / "datasets"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+from .data import datasets_dir, list_datasets, new_dataset_dir, save_uploads, unique_path  # noqa: E402,F401
 
 
-def list_datasets() -> list[dict]:
-    """Datasets to pick from: the built-in demo, then folders under the home's datasets
-    folder (newest first). Each: {name, path, source}."""
-    out = [{"name": "demo", "path": "demo", "source": "built-in"}]
-    root = datasets_dir()
-    found = [p for p in root.iterdir() if p.is_dir() and (p / "train.jsonl").is_file()]
-    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
-        out.append({"name": path.name, "path": str(path), "source": "yours"})
-    return out
 
 
-def unique_path(root: Path, name: str, default: str = "output") -> Path:
-    """root/<name made safe>, with -2, -3... appended while that exists (not created)."""
-    from .data import safe_filename
-
-    base = safe_filename(name or default, default=default).replace(".", "_")
-    path, n = Path(root) / base, 2
-    while path.exists():
-        path, n = Path(root) / f"{base}-{n}", n + 1
-    return path
 
 
-def new_dataset_dir(name: str) -> Path:
-    """A fresh, empty folder for a dataset called `name`."""
-    path = unique_path(datasets_dir(), name, default="dataset")
-    path.mkdir(parents=True)
-    return path
 
 
-def save_uploads(files: list[tuple[str, bytes]], name: str, max_bytes: int = 200 * 2**20) -> Path:
-    """Store uploaded .jsonl files as a dataset folder. Files named train/valid/test keep
-    their split; a single other file becomes train.jsonl (split it afterwards)."""
-    from .data import DataError, safe_filename
-
-    if not files:
-        raise DataError("no file uploaded: choose one .jsonl file, or train.jsonl and valid.jsonl")
-    named = []
-    for raw_name, content in files:
-        fname = safe_filename(raw_name)
-        if not fname.lower().endswith(".jsonl"):
-            raise DataError(f"{fname} is not a .jsonl file: datasets are JSON Lines, one JSON "
-                            "object per line")
-        if len(content) > max_bytes:
-            raise DataError(f"{fname} is {len(content) / 2**20:.0f} MB; the limit is "
-                            f"{max_bytes / 2**20:.0f} MB")
-        named.append((fname, content))
-    splits = {Path(n).stem.lower(): c for n, c in named}
-    if len(named) > 1 and not set(splits) <= {"train", "valid", "test"}:
-        raise DataError("several files must be named train.jsonl, valid.jsonl (and test.jsonl); "
-                        "or upload one file and split it")
-    if "train" not in splits and len(named) > 1:
-        raise DataError("the upload has no train.jsonl")
-    folder = new_dataset_dir(name or Path(named[0][0]).stem)
-    if len(named) == 1 and "train" not in splits:
-        (folder / "train.jsonl").write_bytes(named[0][1])
-    else:
-        for split, content in splits.items():
-            (folder / f"{split}.jsonl").write_bytes(content)
-    return folder
 
 
 def measured_tokens_per_s(model_path: str, limit: int = 5) -> float | None:
