@@ -5,7 +5,7 @@ import streamlit as st
 
 from common import adapter_targets, call, empty, model_select, models, show_error
 from droidft import inference
-from droidft import ui_support as us
+from droidft import studio as us
 
 st.title("Compare")
 st.caption("Ask the original model and your fine-tuned versions the same thing, with the same "
