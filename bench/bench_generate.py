@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def random_adapter(model_path: Path, out: Path, rank: int = 8) -> Path:
     """A LoRA adapter on every linear layer with random non-zero factors (throughput only)."""
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     return random_lora_adapter(model_path, out, rank=rank, scale=20.0, b_std=0.01)
 

@@ -30,7 +30,7 @@ def _fmt_time(ts) -> str:
 
 
 def cmd_demo_model(args) -> int:
-    from .demo_model import build_demo_model
+    from .models.demo import build_demo_model
 
     print(build_demo_model(force=args.force, log=lambda m: print(m, file=sys.stderr)))
     return 0

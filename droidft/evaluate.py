@@ -142,7 +142,7 @@ def loss_suite(loaded: inference.Loaded, rows: list[dict], *, batch_size: int = 
 
 def _answer(loaded: inference.Loaded, messages: list[dict], max_tokens: int) -> str:
     try:
-        from .demo_model import chat_answer  # the demo's own helper, when it is there
+        from .models.demo import chat_answer  # the demo's own helper, when it is there
     except ImportError:
         chat_answer = None
     if chat_answer is not None:

@@ -15,7 +15,7 @@ PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
 
 def make_adapter(model_path, out, rank=4, seed=0, dora=False, keys=None, scale=2.0):
     """A LoRA/DoRA adapter in mlx-lm's layout with random (non-zero) B factors."""
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     return random_lora_adapter(model_path, out, rank=rank, seed=seed, dora=dora, keys=keys, scale=scale)
 

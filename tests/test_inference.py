@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from droidft.synthetic import random_lora_adapter
+from droidft.models.synthetic import random_lora_adapter
 from droidft import inference, paths
 from droidft.inference import AdapterError, GenerationError, Sampling
 

@@ -411,7 +411,7 @@ def test_fusion_layer_ranges_that_miss_layers_are_explained(with_runs):
     assert at.button(key="fus.go").disabled
 
 
-# -- ui_support (no Streamlit) -----------------------------------------------------------------------------
+# -- droidft.studio (no Streamlit) ------------------------------------------------------------------------
 
 
 def test_formatting():

@@ -7,7 +7,7 @@ from .forms import build_config
 def sft_presets() -> dict[str, dict]:
     """SFT presets as dotted field values: the demo preset comes from the engine."""
     try:
-        from ..demo_model import DEMO_SFT_DEFAULTS
+        from ..models.demo import DEMO_SFT_DEFAULTS
 
         demo = dict(DEMO_SFT_DEFAULTS)
     except Exception:  # the demo model module may not be importable yet
