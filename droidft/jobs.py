@@ -21,7 +21,7 @@ from . import blas, disk, methods, paths, store
 from . import data as datasets
 from .estimate import run_needs_bytes
 from .models import resolve_model
-from .worker import STOP_FILE
+from .run_files import STOP_FILE
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("completed", "failed", "stopped")
