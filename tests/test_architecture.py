@@ -18,6 +18,8 @@ import ast
 import functools
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINES = 500
 
@@ -231,8 +233,8 @@ def _write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def test_cycle_checker_finds_function_level_and_relative_cycles(tmp_path):
-    root = _write(tmp_path, {
+CYCLE_CASES = {
+    "function-level, relative and absolute imports; TYPE_CHECKING left out": ({
         "pkg/__init__.py": "",
         "pkg/disk.py": "def need():\n    from .studio.x import estimate\n    return estimate\n",
         "pkg/studio/__init__.py": "",
@@ -240,20 +242,21 @@ def test_cycle_checker_finds_function_level_and_relative_cycles(tmp_path):
         "pkg/store.py": "import os\n\ndef write():\n    import pkg.disk\n",
         "pkg/ok.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import cyc\n",
         "pkg/cyc.py": "from . import ok\n",
-    })
-    cycles = find_cycles(import_graph(root, "pkg"))
-    assert [" -> ".join(c) for c in cycles] == ["pkg.disk -> pkg.studio.x -> pkg.store -> pkg.disk"]
-
-
-def test_cycle_checker_sees_package_reexports(tmp_path):
-    root = _write(tmp_path, {
+    }, ["pkg.disk -> pkg.studio.x -> pkg.store -> pkg.disk"]),
+    "a package re-exporting from a module that imports back": ({
         "pkg/__init__.py": "",
         "pkg/data/__init__.py": "from .validate import check\n",
         "pkg/data/validate.py": "from .. import jobs\n",
         "pkg/jobs.py": "class Runner:\n    def go(self):\n        from pkg.data import check\n",
-    })
-    cycles = find_cycles(import_graph(root, "pkg"))
-    assert [" -> ".join(c) for c in cycles] == ["pkg.data -> pkg.data.validate -> pkg.jobs -> pkg.data"]
+    }, ["pkg.data -> pkg.data.validate -> pkg.jobs -> pkg.data"]),
+}
+
+
+@pytest.mark.parametrize("case", CYCLE_CASES)
+def test_cycle_checker_finds_the_cycle(tmp_path, case):
+    files, expected = CYCLE_CASES[case]
+    cycles = find_cycles(import_graph(_write(tmp_path, files), "pkg"))
+    assert [" -> ".join(c) for c in cycles] == expected
 
 
 def test_layer_checker_finds_engine_importing_the_dashboard(tmp_path):
