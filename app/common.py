@@ -1,7 +1,7 @@
 """Streamlit glue shared by the pages: page paths, error display, cached engine look-ups.
 
 Only presentation lives here. Anything a page needs that is not about widgets belongs in
-`droidft.ui_support` (or the engine itself).
+`droidft.studio` (or the engine itself).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import streamlit as st
 
 from droidft import paths
-from droidft import ui_support as us
+from droidft import studio as us
 
 log = logging.getLogger("droidft.app")
 

@@ -1,6 +1,6 @@
 """A config dataclass as Streamlit widgets, shared by the SFT and RL setup pages.
 
-The fields, their kinds, help texts and choices come from `ui_support.field_specs`, so any
+The fields, their kinds, help texts and choices come from `droidft.studio.field_specs`, so any
 method's config class gets a complete form with no page code of its own.
 """
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import streamlit as st
 
 from common import call, model_label, models, typed_path
-from droidft import ui_support as us
+from droidft import studio as us
+from droidft.data import list_datasets
 
 NONE = "none"
 GROUP_ORDER = ["Training", "Adapter", "Method", "Evaluation and saving", "Advanced"]
@@ -156,7 +157,7 @@ def data_picker(prefix: str, datasets: list[dict], default: str | None = None) -
 def model_and_data(prefix: str) -> tuple[str, str]:
     """The model and dataset pickers side by side (defaults from ?model= and ?data=)."""
     found = call(models, doing="look for models", default=[]) or []
-    found_data = call(us.list_datasets, doing="list datasets", default=[]) or [{"name": "demo", "path": "demo"}]
+    found_data = call(list_datasets, doing="list datasets", default=[]) or [{"name": "demo", "path": "demo"}]
     left, right = st.columns(2)
     with left:
         model = model_picker(prefix, found, model_label, default=st.query_params.get("model"))

@@ -136,7 +136,7 @@ def bench_poll_latency(samples: int) -> None:
     from common import POLL_SECONDS
 
     from droidft import store
-    from droidft import ui_support as us
+    from droidft import studio as us
 
     rid, holder = live_run()
     writer = store.BatchWriter(rid)

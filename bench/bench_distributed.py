@@ -25,7 +25,7 @@ def main() -> None:
     os.environ.setdefault("DROIDFT_HOME", tempfile.mkdtemp(prefix="droidft-bench-"))
     from droidft import jobs, store
     from droidft.config import SFTConfig
-    from droidft.demo_model import DEMO_SFT_DEFAULTS
+    from droidft.models.demo import DEMO_SFT_DEFAULTS
 
     base = SFTConfig.from_dict({**DEMO_SFT_DEFAULTS, "model": "demo", "data": "demo"}).replace(
         iters=args.iters, steps_per_report=10, steps_per_eval=10**6, save_every=10**6)

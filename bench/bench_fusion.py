@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def random_adapter(model_path: Path, out: Path, rank: int, seed: int) -> Path:
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     return random_lora_adapter(model_path, out, rank=rank, scale=20.0, seed=seed, b_std=0.01, lazy=True)
 
@@ -40,8 +40,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-fusion-"))
     os.environ.setdefault("DROIDFT_HOME", str(tmp / "home"))
     from droidft import fusion
-    from droidft.demo_model import demo_model_path
-    from droidft.synthetic import random_llama
+    from droidft.models.demo import demo_model_path
+    from droidft.models.synthetic import random_llama
 
     demo = demo_model_path()
     bases = {"demo": demo, f"llama-h{args.hidden}-l{args.layers}":

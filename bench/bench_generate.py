@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def random_adapter(model_path: Path, out: Path, rank: int = 8) -> Path:
     """A LoRA adapter on every linear layer with random non-zero factors (throughput only)."""
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     return random_lora_adapter(model_path, out, rank=rank, scale=20.0, b_std=0.01)
 
@@ -55,6 +55,7 @@ def main() -> None:
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
     from droidft import inference
+    from droidft.adapters import resolve_adapter
     from droidft.models import resolve_model
 
     model_path = resolve_model(args.model)
@@ -69,7 +70,7 @@ def main() -> None:
     for label, adapters in (("base", None), ("adapter", adapter)):
         loaded = inference.load(model_path, adapters)
         loaded.tokenizer.eos_token_ids = []  # decode exactly max_tokens on both sides
-        stock_model, stock_tok = load(str(model_path), adapter_path=str(inference.resolve_adapter(adapter).path)
+        stock_model, stock_tok = load(str(model_path), adapter_path=str(resolve_adapter(adapter).path)
                                       if adapters else None)
         stock_tok.eos_token_ids = []
 

@@ -9,7 +9,7 @@ and seconds per step:
 plus the time from `jobs.start` to the first metric row in DuckDB; and does so at each model
 size in --sizes, to see how the costs grow with size:
   demo   the real demo model (hidden 128, 4 layers)
-  large  a random-init Llama of the same family (droidft.synthetic.random_llama, default
+  large  a random-init Llama of the same family (droidft.models.synthetic.random_llama, default
          hidden 512, 8 layers; throughput does not depend on trained weights)
 
 The slow reference-BLAS runs train fewer iterations and validate on one batch (validation
@@ -199,8 +199,8 @@ def main() -> None:
     from droidft.blas import find_openblas
     from droidft.config import SFTConfig
     from droidft.data import resolve_dataset
-    from droidft.demo_model import DEMO_SFT_DEFAULTS, demo_model_path
-    from droidft.synthetic import random_llama
+    from droidft.models.demo import DEMO_SFT_DEFAULTS, demo_model_path
+    from droidft.models.synthetic import random_llama
 
     demo, data = demo_model_path(), str(resolve_dataset("demo"))
     base = SFTConfig.from_dict({**DEMO_SFT_DEFAULTS, "model": str(demo), "data": data})

@@ -109,26 +109,3 @@ class LowSpaceWatch:
                 f"database stays safe). The adapter so far is saved. Free some space (Sessions can "
                 f"delete old runs), then Resume.")
         return self.reason is not None
-
-
-def run_needs_bytes(config, model_path: str | os.PathLike) -> int:
-    """Roughly what a run writes: its checkpoints (every `save_every` steps, all kept) and
-    the final and best adapters, each the size of the trained weights in fp32, plus a
-    quantised copy of the base for QLoRA."""
-    import json
-
-    from .ui_support import estimate_run
-
-    model_path = Path(model_path)
-    try:
-        model_config = json.loads((model_path / "config.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    per_save = int(estimate_run(config, model_config).trainable_m * 1e6 * 4)
-    iters = int(getattr(config, "iters", 0) or 0)
-    save_every = int(getattr(config, "save_every", 0) or 0)
-    saves = (iters // save_every if save_every > 0 else 0) + 2
-    extra = 0
-    if getattr(config, "quantize_bits", None):
-        extra = sum(f.stat().st_size for f in model_path.glob("*.safetensors"))
-    return per_save * saves + extra

@@ -132,7 +132,7 @@ def run_rank(run_id: str) -> int:
 
     from . import methods
     from .reporting import RunContext
-    from .worker import STOP_FILE, make_logger
+    from .run_files import STOP_FILE, make_logger
 
     group = mx.distributed.init()
     rank, size = group.rank(), group.size()

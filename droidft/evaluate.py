@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import inference
+from .adapters import check_adapter, is_model_folder, stale_base_warning
 
 SUITES = ("loss", "accuracy", "reward", "judge")
 JUDGE_PROMPT = (
@@ -142,7 +143,7 @@ def loss_suite(loaded: inference.Loaded, rows: list[dict], *, batch_size: int = 
 
 def _answer(loaded: inference.Loaded, messages: list[dict], max_tokens: int) -> str:
     try:
-        from .demo_model import chat_answer  # the demo's own helper, when it is there
+        from .models.demo import chat_answer  # the demo's own helper, when it is there
     except ImportError:
         chat_answer = None
     if chat_answer is not None:
@@ -287,19 +288,19 @@ def build_targets(model, adapters: Sequence = (), include_base: bool = True) -> 
     targets = [Target("base", str(model), "base", model_path)] if include_base else []
     for entry in adapters:
         if isinstance(entry, (list, tuple)):
-            specs = tuple(inference.check_adapter(model_path, a, model_name=str(model)) for a in entry)
+            specs = tuple(check_adapter(model_path, a, model_name=str(model)) for a in entry)
             label = "+".join(s.name for s in specs)
             targets.append(Target(label, label, "adapter", model_path, specs,
-                                  warnings=[w for w in (inference.stale_base_warning(model_path, s)
+                                  warnings=[w for w in (stale_base_warning(model_path, s)
                                                         for s in specs) if w]))
             continue
-        if inference.is_model_folder(entry):
+        if is_model_folder(entry):
             p = Path(str(entry)).expanduser()
             targets.append(Target(p.name, str(p), "model", p, artifact_id=arts.get(str(p.resolve()))))
             continue
-        spec = inference.check_adapter(model_path, entry, model_name=str(model))
+        spec = check_adapter(model_path, entry, model_name=str(model))
         target = spec.run_id or str(spec.path)
-        stale = inference.stale_base_warning(model_path, spec)
+        stale = stale_base_warning(model_path, spec)
         targets.append(Target(spec.run_id or Path(spec.name).name or spec.name, target, "adapter",
                               model_path, (spec,), run_id=spec.run_id,
                               artifact_id=arts.get(str(spec.path.resolve())), warnings=[stale] if stale else []))

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from . import blas, disk, methods, paths, store
 from . import data as datasets
+from .estimate import run_needs_bytes
 from .models import resolve_model
-from .worker import STOP_FILE
+from .run_files import STOP_FILE
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("completed", "failed", "stopped")
@@ -57,7 +58,7 @@ def start(config, *, parent_id: str | None = None) -> str:
         # Fix the iteration count now, so progress, ETA and resume all agree on it.
         rows = count_rows(data_dir / "train.jsonl")
         config = config.replace(iters=max(1, math.ceil(config.epochs * rows / config.batch_size)))
-    disk.require_free(paths.home(), disk.run_needs_bytes(config, model_path), "this run's checkpoints")
+    disk.require_free(paths.home(), run_needs_bytes(config, model_path), "this run's checkpoints")
     run_id = store.create_run(
         method=config.method, config=config.to_dict(), model=str(model_path), data=str(data_dir),
         name=config.name or f"{config.method} {Path(str(model_path)).name} on {data_dir.name}",

@@ -21,24 +21,7 @@ from pathlib import Path
 
 from . import disk, paths, store
 from .blas import blas_in_use
-
-STOP_FILE = "STOP"
-
-
-def make_logger(log_path: Path, writer: "store.BatchWriter"):
-    """A log function writing to the run's log file and the events table."""
-    lock = threading.Lock()
-
-    def log(message: str, level: str = "info") -> None:
-        line = f"{time.strftime('%H:%M:%S')} {level.upper():5} {message}"
-        try:
-            with lock, open(log_path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-        except OSError as exc:  # a full disk must not crash training: the event still goes to the store
-            print(f"{line} (not in worker.log: {exc})", file=sys.stderr)
-        writer.event(message, level=level)
-
-    return log
+from .run_files import STOP_FILE, make_logger
 
 
 def run(run_id: str) -> str:

@@ -42,7 +42,7 @@ def main():
     from mlx_lm.tuner.datasets import load_dataset
 
     from droidft import paths
-    from droidft.demo_model import DEMO_SFT_DEFAULTS, build_demo_model, chat_answer, exact_match
+    from droidft.models.demo import DEMO_SFT_DEFAULTS, build_demo_model, chat_answer, exact_match
 
     tic = time.perf_counter()
     folder = Path(args.model) if args.model else build_demo_model()

@@ -18,7 +18,7 @@ def droidft_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def demo_model():
     """The real demo model folder (built on first use, then reused)."""
-    from droidft.demo_model import demo_model_path
+    from droidft.models.demo import demo_model_path
 
     return demo_model_path()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from droidft import paths
-from droidft.demo_model import (
+from droidft.models.demo import (
     BUILD_FILE,
     DEMO_SFT_DEFAULTS,
     EOS,

@@ -7,7 +7,7 @@ import types
 import mlx.core as mx
 import pytest
 
-from droidft.synthetic import random_lora_adapter
+from droidft.models.synthetic import random_lora_adapter
 from droidft import evaluate, fusion, inference, paths, store
 from droidft.evaluate import EvalError
 

@@ -189,7 +189,7 @@ def test_a_run_that_would_not_fit_on_the_disk_is_refused(small_disk, demo_model,
     with pytest.raises(OSError, match="Not enough free disk space for this run's checkpoints") as refused:
         jobs.start(small())
     assert "2.0 MB free" in str(refused.value) or "1.9 MB free" in str(refused.value), refused.value
-    from droidft import ui_support as us
+    from droidft import studio as us
 
     explained = us.explain(refused.value, "start the run")
     assert explained.title.endswith("start the run: not enough disk space.") and not explained.unexpected

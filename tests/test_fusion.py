@@ -8,6 +8,7 @@ import pytest
 from mlx.utils import tree_flatten
 
 from droidft import fusion, inference, store
+from droidft.adapters import architecture, resolve_adapter
 from droidft.fusion import FusionError
 
 PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
@@ -15,7 +16,7 @@ PROMPT = [{"role": "user", "content": "What is 2 + 3?"}]
 
 def make_adapter(model_path, out, rank=4, seed=0, dora=False, keys=None, scale=2.0):
     """A LoRA/DoRA adapter in mlx-lm's layout with random (non-zero) B factors."""
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     return random_lora_adapter(model_path, out, rank=rank, seed=seed, dora=dora, keys=keys, scale=scale)
 
@@ -33,7 +34,7 @@ def adapters(demo_model, tmp_path_factory):
 
 
 def modules_of(adapter):
-    return sorted(fusion.load_factors(inference.resolve_adapter(adapter)))
+    return sorted(fusion.load_factors(resolve_adapter(adapter)))
 
 
 def logits(model, tokens=(1, 5, 9, 17, 33, 65)):
@@ -49,7 +50,7 @@ def test_linear_fused_update_is_weighted_sum_of_updates(adapters, demo_model, tm
         got = fusion.update_of(tmp_path / "f", module)
         np.testing.assert_allclose(got, want, atol=1e-6 * max(1.0, np.abs(want).max()))
         # and it is not what averaging A and B separately would give
-        fa, fb = (fusion.load_factors(inference.resolve_adapter(adapters[k]))[module] for k in "ab")
+        fa, fb = (fusion.load_factors(resolve_adapter(adapters[k]))[module] for k in "ab")
         assert fa["a"].shape != fb["a"].shape  # ranks differ: A/B averaging is not even defined
 
 
@@ -89,7 +90,7 @@ def test_truncated_rank_reports_retained_energy(adapters, tmp_path):
 def test_layered_linear_schedule(adapters, demo_model, tmp_path):
     spec = {"linear": {"start": [1.0, 0.0], "end": [0.0, 1.0]}}
     fusion.fuse([adapters["a"], adapters["b"]], layer_weights=spec, out=tmp_path / "lay")
-    n = inference.architecture(demo_model)["num_hidden_layers"]
+    n = architecture(demo_model)["num_hidden_layers"]
     for module in modules_of(adapters["a"]):
         t = fusion.layer_index(module) / (n - 1)
         want = (1 - t) * fusion.update_of(adapters["a"], module) + t * fusion.update_of(adapters["b"], module)
@@ -211,7 +212,7 @@ def test_dora_updates_fuse_like_stock_mlx_lm_fuse(adapters, demo_model, tmp_path
     ours, _ = load(str(tmp_path / "dm"))
     np.testing.assert_allclose(np.array(logits(ours)), np.array(logits(stock)), atol=2e-4)
     # DoRA + LoRA fused on their updates, then re-factorised at full rank
-    full = inference.architecture(demo_model)["hidden_size"]  # >= min(out, in) of every layer
+    full = architecture(demo_model)["hidden_size"]  # >= min(out, in) of every layer
     r = fusion.fuse([adapters["dora"], adapters["a"]], [0.5, 0.5], rank=full, out=tmp_path / "mix")
     m = modules_of(adapters["a"])[0]
     want = 0.5 * fusion.update_of(adapters["dora"], m) + 0.5 * fusion.update_of(adapters["a"], m)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from droidft.synthetic import random_lora_adapter
+from droidft.models.synthetic import random_lora_adapter
 from droidft import inference, paths
-from droidft.inference import AdapterError, GenerationError, Sampling
+from droidft.adapters import AdapterError, architecture, check_adapter, resolve_adapter, stale_base_warning
+from droidft.inference import GenerationError, Sampling
 
 
 def make_adapter(model_path, out, rank=4, seed=0, scale=2.0):
@@ -42,35 +43,35 @@ def other_base(demo_model, tmp_path):
 
 
 def test_resolve_adapter_from_folder_run_id_and_checkpoint(adapters):
-    spec = inference.resolve_adapter(adapters["a"])
+    spec = resolve_adapter(adapters["a"])
     assert spec.rank == 4 and spec.fine_tune_type == "lora" and spec.run_id is None
     # a run's adapter folder, found by run id (paths.run_dir(id)/adapters)
     run_adapters = paths.run_dir("run-test-1") / "adapters"
     shutil.copytree(adapters["a"], run_adapters)
     shutil.copy(run_adapters / "adapters.safetensors", run_adapters / "0000010_adapters.safetensors")
-    by_id = inference.resolve_adapter("run-test-1")
+    by_id = resolve_adapter("run-test-1")
     assert by_id.run_id == "run-test-1" and by_id.path == run_adapters
-    assert inference.resolve_adapter(paths.run_dir("run-test-1")).path == run_adapters
-    ckpt = inference.resolve_adapter(run_adapters / "0000010_adapters.safetensors")
+    assert resolve_adapter(paths.run_dir("run-test-1")).path == run_adapters
+    ckpt = resolve_adapter(run_adapters / "0000010_adapters.safetensors")
     assert ckpt.weights_file.name == "0000010_adapters.safetensors" and ckpt.run_id == "run-test-1"
     with pytest.raises(AdapterError, match="'no-such-run' not found"):
-        inference.resolve_adapter("no-such-run")
+        resolve_adapter("no-such-run")
 
 
 def test_incompatible_adapters_are_refused_with_a_clear_message(adapters, demo_model, other_base, tmp_path):
     # trained on a different base: names the adapter, its base and what differs
     foreign = make_adapter(other_base, tmp_path / "foreign", rank=2)
     with pytest.raises(AdapterError) as err:
-        inference.check_adapter(demo_model, foreign)
+        check_adapter(demo_model, foreign)
     msg = str(err.value)
-    arch = inference.architecture(demo_model)
+    arch = architecture(demo_model)
     hidden, n_layers = arch["hidden_size"], arch["num_hidden_layers"]
     assert str(foreign) in msg and str(other_base) in msg
     assert f"hidden_size 64 vs {hidden}" in msg
     # the base folder gone: the layer shapes still give it away
     shutil.rmtree(other_base)
     with pytest.raises(AdapterError, match=f"takes 64 inputs in the adapter but {hidden} in the model"):
-        inference.check_adapter(demo_model, foreign)
+        check_adapter(demo_model, foreign)
     # a config whose rank disagrees with the weights
     bad_rank = tmp_path / "bad-rank"
     shutil.copytree(adapters["a"], bad_rank)
@@ -78,7 +79,7 @@ def test_incompatible_adapters_are_refused_with_a_clear_message(adapters, demo_m
     cfg["lora_parameters"]["rank"] = 16
     (bad_rank / "adapter_config.json").write_text(json.dumps(cfg))
     with pytest.raises(AdapterError, match="says rank 16 but the weights have rank 4"):
-        inference.check_adapter(demo_model, bad_rank)
+        check_adapter(demo_model, bad_rank)
     # layers the model does not have
     deep = tmp_path / "deep"
     shutil.copytree(adapters["a"], deep)
@@ -87,7 +88,7 @@ def test_incompatible_adapters_are_refused_with_a_clear_message(adapters, demo_m
     mx.save_safetensors(str(deep / "adapters.safetensors"), w)
     with pytest.raises(AdapterError, match=rf"model.layers.{n_layers + 5}.self_attn.q_proj does not exist "
                                            rf".*only {n_layers} layers"):
-        inference.check_adapter(demo_model, deep)
+        check_adapter(demo_model, deep)
     # generate refuses before loading anything
     with pytest.raises(AdapterError):
         inference.generate(demo_model, "hi", deep, max_tokens=2)
@@ -136,7 +137,7 @@ def test_stacked_adapters_add_their_updates(adapters, demo_model):
     mbase, _ = load(str(demo_model))
     x = mx.array([[1, 5, 9, 17]])
     q = "self_attn.q_proj"
-    h = mx.random.normal((1, 3, inference.architecture(demo_model)["hidden_size"]))
+    h = mx.random.normal((1, 3, architecture(demo_model)["hidden_size"]))
     la, lb = ma.layers[1].self_attn.q_proj, mb.layers[1].self_attn.q_proj
     base_q = mbase.layers[1].self_attn.q_proj
     want = la(h) + 0.5 * (lb(h) - base_q(h))
@@ -183,11 +184,11 @@ def test_adapter_older_than_its_rewritten_base_gets_a_warning(demo_model, tmp_pa
     base = tmp_path / "base"
     shutil.copytree(demo_model, base)
     adapter = make_adapter(base, tmp_path / "ad", rank=2)
-    assert inference.stale_base_warning(base, adapter) is None
+    assert stale_base_warning(base, adapter) is None
     later = time.time() + 60
     for f in base.glob("*.safetensors"):
         os.utime(f, (later, later))  # the base was rebuilt after the adapter was saved
-    warning = inference.stale_base_warning(base, adapter)
+    warning = stale_base_warning(base, adapter)
     assert warning and "retrain" in warning and str(adapter) in warning
     result = inference.generate(base, "hi", adapter, max_tokens=2, cache=inference.ModelCache())
     assert result.warnings == [warning]

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from droidft import jobs, store
-from droidft import ui_support as us
+from droidft import estimate, jobs, store
+from droidft import studio as us
 from droidft.config import SFTConfig
+from droidft.data import datasets_dir, save_uploads
 from helpers import demo_sft
 from helpers import wait_for as shared_wait_for
 
@@ -328,7 +329,7 @@ def test_data_page_validates_the_demo_and_previews_it(demo_model):
 
 
 def test_data_page_lists_line_numbered_problems(demo_model):
-    folder = us.datasets_dir() / "broken"
+    folder = datasets_dir() / "broken"
     folder.mkdir()
     good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
     (folder / "train.jsonl").write_text(good + "\n{not json\n" + good + "\n")
@@ -356,7 +357,7 @@ def test_data_page_generates_sample_data_and_splits_an_upload(demo_model):
     at.button(key="data.save_upload").click().run()
     assert_clean(at)
     folder = Path(at.session_state["data.selected"])
-    assert folder.parent == us.datasets_dir() and folder.name == "my_upload" and (folder / "train.jsonl").is_file()
+    assert folder.parent == datasets_dir() and folder.name == "my_upload" and (folder / "train.jsonl").is_file()
     assert any("Not ready" in e for e in texts(at, "error")), "no validation split yet"
     at.button(key="data.split").click().run()
     assert_clean(at)
@@ -410,7 +411,7 @@ def test_fusion_layer_ranges_that_miss_layers_are_explained(with_runs):
     assert at.button(key="fus.go").disabled
 
 
-# -- ui_support (no Streamlit) -----------------------------------------------------------------------------
+# -- droidft.studio (no Streamlit) ------------------------------------------------------------------------
 
 
 def test_formatting():
@@ -475,11 +476,11 @@ def test_field_specs_cover_every_method_and_defaults_are_valid():
 def test_estimate_grows_with_batch_and_drops_with_checkpointing():
     cfg = {"hidden_size": 512, "num_hidden_layers": 8, "intermediate_size": 1408, "num_attention_heads": 8,
            "vocab_size": 32000}
-    small = us.estimate_run(SFTConfig(batch_size=1), cfg)
-    big = us.estimate_run(SFTConfig(batch_size=8), cfg)
-    ckpt = us.estimate_run(SFTConfig(batch_size=8, grad_checkpoint=True), cfg)
+    small = estimate.estimate_run(SFTConfig(batch_size=1), cfg)
+    big = estimate.estimate_run(SFTConfig(batch_size=8), cfg)
+    ckpt = estimate.estimate_run(SFTConfig(batch_size=8, grad_checkpoint=True), cfg)
     assert small.memory_gb < big.memory_gb and ckpt.memory_gb < big.memory_gb
-    assert us.estimate_run(SFTConfig(), cfg, measured_tokens_per_s=1000).basis.startswith("measured")
+    assert estimate.estimate_run(SFTConfig(), cfg, measured_tokens_per_s=1000).basis.startswith("measured")
 
 
 def test_config_diff_and_lineage():
@@ -500,12 +501,12 @@ def test_config_diff_and_lineage():
 def test_uploads_are_confined_and_named_safely(demo_model):
     from droidft.data import DataError
 
-    folder = us.save_uploads([("../../../etc/train.jsonl", b'{"text": "a"}\n')], "../../x")
-    assert folder.parent == us.datasets_dir() and (folder / "train.jsonl").read_bytes() == b'{"text": "a"}\n'
+    folder = save_uploads([("../../../etc/train.jsonl", b'{"text": "a"}\n')], "../../x")
+    assert folder.parent == datasets_dir() and (folder / "train.jsonl").read_bytes() == b'{"text": "a"}\n'
     with pytest.raises(DataError):
-        us.save_uploads([("evil.py", b"print(1)")], "x")
+        save_uploads([("evil.py", b"print(1)")], "x")
     with pytest.raises(DataError):
-        us.save_uploads([("train.jsonl", b"x" * 100)], "x", max_bytes=10)
+        save_uploads([("train.jsonl", b"x" * 100)], "x", max_bytes=10)
 
 
 # -- Evaluate ------------------------------------------------------------------------------------------------

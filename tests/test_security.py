@@ -87,7 +87,7 @@ def test_cli_sets_passwords_from_stdin():
 
 def test_uploads_cannot_escape_or_exceed_the_limit(tmp_path):
     from droidft.data import DataError
-    from droidft.ui_support import save_uploads
+    from droidft.data import save_uploads
 
     folder = save_uploads([("../../../../etc/train.jsonl", b'{"text": "hi"}\n'),
                            ("..\\..\\valid.jsonl", b'{"text": "hi"}\n')], "../../escape")

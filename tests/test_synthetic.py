@@ -1,11 +1,11 @@
-"""droidft.synthetic.random_llama: a bigger (or smaller) random model of the demo model's family."""
+"""droidft.models.synthetic.random_llama: a bigger (or smaller) random model of the demo model's family."""
 
 import json
 
 import mlx_lm
 from mlx.utils import tree_flatten
 
-from droidft.synthetic import random_llama
+from droidft.models.synthetic import random_llama
 
 
 def n_params(model) -> int:

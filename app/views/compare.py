@@ -5,7 +5,8 @@ import streamlit as st
 
 from common import adapter_targets, call, empty, model_select, models, show_error
 from droidft import inference
-from droidft import ui_support as us
+from droidft.adapters import check_adapter
+from droidft import studio as us
 
 st.title("Compare")
 st.caption("Ask the original model and your fine-tuned versions the same thing, with the same "
@@ -123,7 +124,7 @@ for col, spec in zip(cols, columns_spec):
 
             try:
                 if spec["kind"] == "adapter":
-                    inference.check_adapter(model_path, spec["value"])
+                    check_adapter(model_path, spec["value"])
                 with st.spinner("Loading and generating..."):
                     box = st.chat_message("assistant") if chat_mode else st.container(border=True)
                     with box:

@@ -9,7 +9,7 @@ from common import (
     allowed, attempt, call, data_mtime, goto, model_select, models, show_error, token_stats, tokenizer,
     typed_path, viewer_note)
 from droidft import data as datasets
-from droidft import ui_support as us
+from droidft import studio as us
 
 st.title("Data")
 st.caption("A dataset is a folder with train.jsonl and valid.jsonl: one JSON object per line. "
@@ -28,7 +28,7 @@ with st.expander(f"Row formats for {method.upper()}", icon=":material/help:"):
 pick_tab, upload_tab, sample_tab = st.tabs(["Pick a dataset", "Upload", "Generate sample data"])
 
 with pick_tab:
-    known = call(us.list_datasets, doing="list datasets", default=[]) or []
+    known = call(datasets.list_datasets, doing="list datasets", default=[]) or []
     options = [d["path"] for d in known] + ["__other__"]
     labels = {d["path"]: ("demo (built-in)" if d["path"] == "demo" else d["name"]) for d in known}
     if st.session_state.get("data.selected") in options and "data.pick" not in st.session_state:
@@ -48,7 +48,7 @@ with upload_tab:
     if st.button("Save upload", key="data.save_upload", disabled=not files or not allowed("upload"),
                  help=viewer_note("upload"), icon=":material/upload:"):
         with attempt("save the upload"):
-            folder = us.save_uploads([(f.name, f.getvalue()) for f in files], up_name)
+            folder = datasets.save_uploads([(f.name, f.getvalue()) for f in files], up_name)
             st.session_state["data.selected"] = str(folder)
             st.session_state.pop("data.pick", None)
             st.toast(f"Saved as {folder.name}")
@@ -64,7 +64,7 @@ with sample_tab:
     if st.button("Generate", key="data.generate", icon=":material/auto_awesome:",
                  disabled=not allowed("sample-data"), help=viewer_note("sample-data")):
         with attempt("generate sample data"):
-            folder = datasets.sample_data(method, us.new_dataset_dir(s_name), n_train=int(n_train),
+            folder = datasets.sample_data(method, datasets.new_dataset_dir(s_name), n_train=int(n_train),
                                           n_valid=int(n_valid))
             st.session_state["data.selected"] = str(folder)
             st.session_state.pop("data.pick", None)
@@ -113,14 +113,14 @@ with st.expander("Split into train / valid (/ test)", expanded=not report.ok and
     from pathlib import Path as _P
 
     src = _P(report.path)
-    in_place = src.is_dir() and str(src).startswith(str(us.datasets_dir()))
+    in_place = src.is_dir() and str(src).startswith(str(datasets.datasets_dir()))
     st.caption("Rows are shuffled with the seed. " + (
         "The dataset folder is split in place." if in_place else
         "The result is saved as a new dataset (the original is not changed)."))
     if st.button("Split", key="data.split", icon=":material/call_split:", disabled=not allowed("split"),
                  help=viewer_note("split")):
         with attempt("split the dataset"):
-            out = src if in_place else us.new_dataset_dir((src.stem if src.is_file() else src.name) + "-split")
+            out = src if in_place else datasets.new_dataset_dir((src.stem if src.is_file() else src.name) + "-split")
             rep = datasets.split_dataset(src, out, valid_fraction=valid_f, test_fraction=test_f, seed=int(seed),
                                          method=method, overwrite=in_place)
             st.session_state["data.selected"] = rep.path

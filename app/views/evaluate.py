@@ -7,7 +7,8 @@ import streamlit as st
 from charts import bar_chart
 from common import adapter_targets, allowed, attempt, call, empty, model_select, models, viewer_note
 from droidft import evaluate, store
-from droidft import ui_support as us
+from droidft import studio as us
+from droidft.data import list_datasets
 
 st.title("Evaluate")
 st.caption("Measure whether fine-tuning helped: loss on held-out data (lower is better), exact-match "
@@ -39,7 +40,7 @@ c1, c2, c3 = st.columns(3)
 suites = c1.multiselect("Suites", list(evaluate.SUITES), default=["loss", "accuracy"], key="ev.suites",
                         help="loss: cross-entropy on the split (perplexity too) · accuracy: greedy answers "
                              "scored by exact match and containment · reward: GRPO-style reward functions")
-datasets = call(us.list_datasets, default=[]) or [{"name": "demo", "path": "demo"}]
+datasets = call(list_datasets, default=[]) or [{"name": "demo", "path": "demo"}]
 data = c2.selectbox("Dataset", [d["path"] for d in datasets], key="ev.data",
                     format_func=lambda p: "demo (built-in)" if p == "demo" else next(
                         d["name"] for d in datasets if d["path"] == p))

@@ -8,7 +8,8 @@ from charts import schedule_chart
 from common import (
     adapter_targets, allowed, attempt, call, empty, goto, model_select, models, viewer_note)
 from droidft import fusion, paths
-from droidft import ui_support as us
+from droidft import studio as us
+from droidft.data import unique_path
 
 st.title("Fusion")
 st.caption("Blend what several fine-tunes learned into one adapter (or one full model): "
@@ -101,7 +102,7 @@ if to == "adapter":
     rank = int(rank_in) or None
 if st.button("Fuse", type="primary", icon=":material/merge:", disabled=table is None or not allowed("fuse"),
              help=viewer_note("fuse"), key="fus.go"):
-    out = us.unique_path(paths.home() / "fused", name or f"fused-{method}")
+    out = unique_path(paths.home() / "fused", name or f"fused-{method}")
     with attempt("fuse the adapters"), st.spinner("Fusing..."):
         result = fusion.fuse([by_key[k]["value"] for k in picked], weights, out=out, to=to, method=method,
                              rank=rank, layer_weights=layer_spec, model=model_path, density=density,

@@ -7,7 +7,7 @@ from common import (
     who_is_connected)
 from droidft import security
 from droidft import jobs
-from droidft import ui_support as us
+from droidft import studio as us
 
 st.title("droidft")
 st.markdown(

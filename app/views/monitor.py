@@ -10,7 +10,7 @@ from common import (
     POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, run_label, show_error,
     status_badge, viewer_note)
 from droidft import jobs, store
-from droidft import ui_support as us
+from droidft import studio as us
 
 st.title("Monitor")
 

@@ -6,7 +6,7 @@ import streamlit as st
 from common import allowed, attempt, call, goto, link, lora_keys, viewer_note
 from forms import config_form, init_state, model_and_data
 from droidft import jobs, methods
-from droidft import ui_support as us
+from droidft import studio as us
 
 st.title("RL and preference training")
 st.caption("Reinforcement learning from rewards (GRPO family) or from preferred/rejected answer "

@@ -6,7 +6,7 @@ import streamlit as st
 from charts import overlay_chart
 from common import allowed, attempt, call, empty, goto, show_error
 from droidft import jobs, store
-from droidft import ui_support as us
+from droidft import studio as us
 
 st.title("Sessions")
 st.caption("Every run on this machine. Click rows to select them: one to act on it, "

@@ -7,8 +7,8 @@ from common import (
     allowed, attempt, call, data_mtime, goto, lora_keys, machine, token_stats,
     viewer_note)
 from forms import apply_values, config_form, init_state, model_and_data
-from droidft import jobs
-from droidft import ui_support as us
+from droidft import estimate, jobs
+from droidft import studio as us
 from droidft.config import SFTConfig
 
 P = "sft"
@@ -62,14 +62,14 @@ if config is not None and model_path is not None:
 
         cfg = call(read_model_config, model_path, default=None)
         if cfg:
-            speed = call(us.measured_tokens_per_s, str(model_path), default=None)
+            speed = call(estimate.measured_tokens_per_s, str(model_path), default=None)
             stats = None
             if data_path is not None:
                 try:
                     stats = token_stats(str(data_path), str(model_path), "sft", data_mtime(data_path), limit=300)
                 except Exception:  # noqa: BLE001 - the estimate then assumes a typical length
                     stats = None
-            est = us.estimate_run(config, cfg, measured_tokens_per_s=speed,
+            est = estimate.estimate_run(config, cfg, measured_tokens_per_s=speed,
                                   avg_tokens=stats["mean"] if stats and stats["count"] else None)
             a, b, c = st.columns(3)
             a.metric("Memory", f"{est.memory_gb:.2f} GB" if est.memory_gb >= 0.1 else f"{est.memory_gb * 1024:.0f} MB")

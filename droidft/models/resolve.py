@@ -1,4 +1,4 @@
-"""Model discovery and resolution, architecture detection, quantised copies.
+"""Model discovery and resolution, reading a model's config and architecture.
 
 Offline first: "demo" is the project's own tiny model; local MLX folders, the
 Hugging Face cache and LM Studio's folder are found on disk. A hub id is only
@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import paths
+from .. import paths
 
 
 class ModelError(ValueError):
@@ -33,7 +31,7 @@ class ModelInfo:
     size_mb: float | None = None
 
 
-def _is_model_dir(path: Path) -> bool:
+def is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
@@ -52,7 +50,7 @@ def _hf_cached_snapshot(repo_id: str) -> Path | None:
         snapshots = hub / f"models--{repo_id.replace('/', '--')}" / "snapshots"
         if snapshots.is_dir():
             for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-                if _is_model_dir(snap):
+                if is_model_dir(snap):
                     return snap
     return None
 
@@ -63,7 +61,7 @@ def resolve_model(model: str) -> Path:
         raise ModelError("No model given: use 'demo' for the built-in demo model, or a model folder.")
     model = str(model).strip()
     if model == "demo":
-        from .demo_model import demo_model_path
+        from .demo import demo_model_path
 
         return demo_model_path()
     path = Path(model).expanduser()
@@ -78,14 +76,14 @@ def resolve_model(model: str) -> Path:
                              "Convert it with `mlx_lm convert --hf-path ...` first.")
         return path
     named = paths.models_dir() / model
-    if _is_model_dir(named):
+    if is_model_dir(named):
         return named
     if model.count("/") == 1:
         cached = _hf_cached_snapshot(model)
         if cached:
             return cached
         for root in _lmstudio_dirs():
-            if _is_model_dir(root / model):
+            if is_model_dir(root / model):
                 return root / model
         raise ModelError(f"Model '{model}' is not downloaded and droidft works offline. "
                          f"Download it first (`hf download {model}`) or use 'demo'.")
@@ -116,13 +114,13 @@ def discover_models(include_demo: bool = True) -> list[ModelInfo]:
     """Every model on this machine droidft can train, the demo model first."""
     found: list[ModelInfo] = []
     if include_demo:
-        from .demo_model import demo_model_path
+        from .demo import demo_model_path
 
         found.append(model_info(demo_model_path(), name="demo", source="demo"))
     seen = {found[0].path} if found else set()
 
     def add(path: Path, name: str, source: str):
-        if str(path) in seen or not _is_model_dir(path):
+        if str(path) in seen or not is_model_dir(path):
             return
         try:
             found.append(model_info(path, name=name, source=source))
@@ -159,25 +157,3 @@ def linear_layer_keys(model_path: Path) -> list[str]:
         if isinstance(module, (nn.Linear, nn.QuantizedLinear)) or hasattr(module, "to_lora"):
             keys.append(name)
     return sorted(keys)
-
-
-def quantized_copy(model_path: Path, bits: int = 4, group_size: int = 64) -> Path:
-    """A quantised copy of a model for QLoRA, built once and kept under the models folder.
-    Stock `mlx_lm.load` opens it, so adapters trained on it load the stock way too."""
-    from mlx_lm.utils import load, quantize_model, save
-
-    model_path = Path(model_path)
-    out = paths.models_dir() / f"{model_path.name}-q{bits}g{group_size}"
-    if _is_model_dir(out):
-        return out
-    model, tokenizer, config = load(str(model_path), return_config=True)
-    model, config = quantize_model(model, config, group_size, bits)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=paths.models_dir()))
-    try:
-        save(tmp, model_path, model, tokenizer, config)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out

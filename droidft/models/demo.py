@@ -6,7 +6,7 @@ data/corpus/*.txt, saved in the Hugging Face layout so stock `mlx_lm.load` opens
 The corpus teaches the chat format and plain answers to the demo's questions; a short
 LoRA run on data/demo/chat then gives it a droid persona (see DEMO_SFT_DEFAULTS).
 
-    python -m droidft.demo_model      # build once, print the folder
+    python -m droidft.models.demo     # build once, print the folder
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
-from . import paths
+from .. import paths
 
 DEMO_MODEL_NAME = "droidft-demo"
 BUILD_VERSION = 1  # bump when the recipe changes in a way the hash below cannot see

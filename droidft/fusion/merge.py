@@ -1,42 +1,11 @@
-"""Adapter fusion: weighted, layered, TIES and DARE merging of LoRA/DoRA adapters.
-
-Averaging the A and B matrices of several adapters separately is *not* the average of
-their updates (mean(B)·mean(A) != mean(B·A)). Fusion here works on the updates: for every
-adapted linear layer, each adapter's update is delta_i = scale_i · B_i·A_i (in mlx-lm's
-layout, `scale * lora_b.T @ lora_a.T`, shape (out, in)); for a DoRA adapter it is the
-effective change of the weight, m/||W + sBA||·(W + sBA) - W. The merged update
-
-    linear:  D = sum_i w_i(layer) · delta_i
-    ties:    trim each delta_i to its largest `density` fraction, elect a sign per
-             element from the weighted sum, keep only agreeing entries (weighted mean
-             when `normalize`)
-    dare:    drop each entry of delta_i with probability 1 - density, rescale by
-             1/density, then the weighted sum (or TIES sign election with `ties_sign`)
-
-is then either
-    (a) `to="adapter"`: re-factorised to a rank-R LoRA adapter by truncated SVD
-        (D ≈ U_R S_R V_R^T, lora_b = sqrt(S_R) U_R^T, lora_a = V_R sqrt(S_R), scale 1),
-        reporting the retained energy sum(S_R^2)/sum(S^2); stock `mlx_lm.load(model,
-        adapter_path=...)` loads it;
-    (b) `to="model"`: added to the base weights (a quantised base is de-quantised) and
-        saved in the `mlx_lm fuse` layout.
-
-For linear fusion of LoRA adapters the SVD never forms D: D = U_cat V_cat^T with
-U_cat = [w_i s_i B_i^T], V_cat = [A_i], so two thin QRs and an SVD of a (sum of ranks)²
-core give the exact singular values. At rank >= sum of the input ranks the fused adapter
-is exact (to float tolerance).
-
-Every fused artifact records its provenance (inputs, weights, method, parameters, rank,
-retained energy) in `fusion.json` beside the weights and as a store artifact.
-"""
+"""`fuse`: load the adapters' factors, merge them layer by layer (maths.py) with per-layer
+weights (layer_weights.py), and write a fused adapter or a fused model with its provenance
+(`fusion.json` and a store artifact). The method is explained in `droidft/fusion/__init__.py`."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -46,67 +15,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import paths
-from .inference import (ADAPTER_CONFIG, ADAPTER_FILE, AdapterError, AdapterSpec, architecture,
+from .. import paths
+from ..adapters import (ADAPTER_CONFIG, ADAPTER_FILE, AdapterError, AdapterSpec, architecture,
                         check_adapter, resolve_adapter)
+from .layer_weights import check_weights_row, layer_index, layer_weight_table, read_layer_weights
+from .maths import (FusionError, blas_threads, dare_drop, factored_svd, lora_update, ties_merge,
+                    truncated_svd)
 
 METHODS = ("linear", "ties", "dare")
 OUTPUTS = ("adapter", "model")
-_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-SUM_TOLERANCE = 1e-4
-
-
-class FusionError(ValueError):
-    """A fusion request that cannot be carried out; the message says why and what to do."""
-
-
-@contextlib.contextmanager
-def blas_threads(n: int | None = None):
-    """Run numpy's bundled OpenBLAS with `n` threads (default $DROIDFT_BLAS_THREADS, else 1).
-
-    Fusion is many small QR/SVD/matmul calls; on a shared or busy machine OpenBLAS's
-    spinning threads make them 10x slower than one thread (measured on a 2-core box: an
-    SVD of a 2816x1024 matrix 1.5 s single-threaded vs 13-26 s with 2 threads). Where
-    numpy has no OpenBLAS (Accelerate on macOS) this does nothing."""
-    import ctypes
-    import glob
-
-    if n is None:
-        try:
-            n = max(1, int(os.environ.get("DROIDFT_BLAS_THREADS", "1")))
-        except ValueError:
-            n = 1
-    lib = getter = setter = None
-    try:
-        libs_dir = Path(np.__file__).resolve().parent.parent / "numpy.libs"
-        found = glob.glob(str(libs_dir / "libscipy_openblas*.so*")) or glob.glob(str(libs_dir / "libopenblas*.so*"))
-        if found:
-            lib = ctypes.CDLL(found[0])
-            for suffix in ("64_", "_64_", ""):
-                getter = getattr(lib, f"scipy_openblas_get_num_threads{suffix}", None) or \
-                    getattr(lib, f"openblas_get_num_threads{suffix}", None)
-                setter = getattr(lib, f"scipy_openblas_set_num_threads{suffix}", None) or \
-                    getattr(lib, f"openblas_set_num_threads{suffix}", None)
-                if getter and setter:
-                    break
-    except OSError:
-        getter = setter = None
-    if not (getter and setter):
-        yield
-        return
-    before = getter()
-    setter(ctypes.c_int(n))
-    try:
-        yield
-    finally:
-        setter(ctypes.c_int(before))
 
 
 # --------------------------------------------------------------------------- inputs
-
-def layer_index(module: str) -> int | None:
-    m = _LAYER_RE.search(module)
-    return int(m.group(1)) if m else None
 
 
 def _to_np(a) -> np.ndarray:
@@ -139,224 +59,7 @@ def load_factors(spec: AdapterSpec) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def lora_update(factors: dict, scale: float, base_weight: np.ndarray | None = None) -> np.ndarray:
-    """One adapter's update of one layer, shape (out, in): scale·B^T·A^T for LoRA; for
-    DoRA (factors hold "m") the change of the effective weight, which needs the base."""
-    delta = scale * (factors["b"].T @ factors["a"].T)
-    if "m" not in factors:
-        return delta
-    if base_weight is None:
-        raise FusionError("A DoRA update needs the base weight.")
-    adapted = base_weight + delta
-    norm = np.linalg.norm(adapted, axis=1)
-    norm[norm == 0] = 1.0
-    return (factors["m"] / norm)[:, None] * adapted - base_weight
-
-
-def read_layer_weights(source) -> dict | list | None:
-    """A layer-weights spec from a dict/list, a JSON string, or a .json file."""
-    if source is None or isinstance(source, (dict, list)):
-        return source
-    text = str(source)
-    path = Path(text).expanduser()
-    try:
-        if path.is_file():
-            return json.loads(path.read_text())
-        if text.lstrip().startswith(("{", "[")):
-            return json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise FusionError(f"Cannot read the layer weights {text}: {exc}") from None
-    raise FusionError(f"Layer weights file {text} does not exist.")
-
-
-def _parse_layers(value, n_layers: int) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        lo = hi = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*(-\s*-?\d+\s*)?", value):
-        a, _, b = value.strip().partition("-")
-        lo, hi = int(a), int(b) if b else int(a)
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        lo, hi = value
-    else:
-        raise FusionError(f"Layer range {value!r} is not understood: use \"0-7\", [0, 7] or 3.")
-    if lo < 0:
-        lo += n_layers
-    if hi < 0:
-        hi += n_layers
-    if not (0 <= lo <= hi < n_layers):
-        raise FusionError(f"Layer range {value!r} is outside layers 0-{n_layers - 1} of the model.")
-    return list(range(lo, hi + 1))
-
-
-def _check_row(row, n_adapters: int, where: str, allow_any_sum: bool) -> list[float]:
-    if not isinstance(row, (list, tuple)) or len(row) != n_adapters:
-        got = len(row) if isinstance(row, (list, tuple)) else type(row).__name__
-        raise FusionError(f"{where}: {n_adapters} weights expected (one per adapter), got {got}.")
-    vals = []
-    for v in row:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise FusionError(f"{where}: weight {v!r} is not a finite number.")
-        vals.append(float(v))
-    total = sum(vals)
-    if not allow_any_sum and abs(total - 1.0) > SUM_TOLERANCE:
-        raise FusionError(f"{where}: weights {vals} sum to {total:.4g}, not 1. Weighted fusion "
-                          "averages updates; to add or subtract updates (task arithmetic) allow "
-                          "any sum (--allow-any-sum).")
-    return vals
-
-
-def layer_weight_table(spec, n_adapters: int, n_layers: int, weights: Sequence[float] | None = None,
-                       allow_any_sum: bool = False) -> list[list[float]]:
-    """Per-layer weights, one row per layer, one column per adapter, from:
-
-    - a table: `{"table": [[w_A, w_B], ...]}` (one row per layer) or a bare list of rows;
-    - ranges: `{"ranges": [{"layers": "0-7", "weights": [0.8, 0.2]}, ...]}`, layers not
-      covered taking the global `weights` (refused when there are none);
-    - a linear schedule: `{"linear": {"start": [1, 0], "end": [0, 1]}}` from the first to
-      the last layer.
-    Every row is validated: length, finite numbers, and a sum of 1 unless allow_any_sum."""
-    if spec is None:
-        if weights is None:
-            raise FusionError("No weights given.")
-        row = _check_row(list(weights), n_adapters, "weights", allow_any_sum)
-        return [row for _ in range(n_layers)]
-    if isinstance(spec, list):
-        spec = {"table": spec}
-    if not isinstance(spec, dict):
-        raise FusionError("Layer weights must be a JSON object with 'table', 'ranges' or 'linear'.")
-    kinds = [k for k in ("table", "ranges", "linear") if k in spec]
-    unknown = sorted(set(spec) - {"table", "ranges", "linear", "comment"})
-    if len(kinds) != 1 or unknown:
-        raise FusionError("Layer weights need exactly one of 'table', 'ranges' or 'linear'"
-                          + (f" (unknown keys: {', '.join(unknown)})" if unknown else "") + ".")
-    kind = kinds[0]
-    if kind == "table":
-        table = spec["table"]
-        if not isinstance(table, list) or len(table) != n_layers:
-            got = len(table) if isinstance(table, list) else type(table).__name__
-            raise FusionError(f"The layer table has {got} rows but the model has {n_layers} layers "
-                              "(one row per layer, one weight per adapter).")
-        if weights is not None:
-            raise FusionError("Give either global weights or a full layer table, not both.")
-        return [_check_row(r, n_adapters, f"layer {i}", allow_any_sum) for i, r in enumerate(table)]
-    if kind == "linear":
-        lin = spec["linear"]
-        if not isinstance(lin, dict) or "start" not in lin or "end" not in lin:
-            raise FusionError("A linear schedule is {\"linear\": {\"start\": [...], \"end\": [...]}} "
-                              "(weights at the first and at the last layer).")
-        if weights is not None:
-            raise FusionError("Give either global weights or a linear layer schedule, not both.")
-        start = _check_row(lin["start"], n_adapters, "linear schedule start", allow_any_sum)
-        end = _check_row(lin["end"], n_adapters, "linear schedule end", allow_any_sum)
-        rows = []
-        for i in range(n_layers):
-            t = i / (n_layers - 1) if n_layers > 1 else 0.0
-            rows.append([s + (e - s) * t for s, e in zip(start, end)])
-        return rows
-    ranges = spec["ranges"]
-    if not isinstance(ranges, list) or not ranges:
-        raise FusionError("'ranges' must be a non-empty list of {\"layers\": ..., \"weights\": [...]}.")
-    default = (_check_row(list(weights), n_adapters, "weights", allow_any_sum)
-               if weights is not None else None)
-    rows: list[list[float] | None] = [default] * n_layers
-    owner: dict[int, int] = {}
-    for j, item in enumerate(ranges):
-        if not isinstance(item, dict) or "layers" not in item or "weights" not in item:
-            raise FusionError(f"Range {j} must be {{\"layers\": \"0-7\", \"weights\": [...]}}.")
-        row = _check_row(item["weights"], n_adapters, f"range {j} ({item['layers']})", allow_any_sum)
-        for layer in _parse_layers(item["layers"], n_layers):
-            if layer in owner:
-                raise FusionError(f"Layer {layer} is in range {owner[layer]} and range {j}: ranges "
-                                  "must not overlap.")
-            owner[layer] = j
-            rows[layer] = row
-    missing = [i for i, r in enumerate(rows) if r is None]
-    if missing:
-        raise FusionError(f"Layers {_compact(missing)} are in no range and no global weights were "
-                          "given: cover every layer, or pass weights for the rest.")
-    return rows  # type: ignore[return-value]
-
-
-def _compact(nums: list[int]) -> str:
-    out, start = [], None
-    for i, n in enumerate(nums):
-        if start is None:
-            start = n
-        if i + 1 == len(nums) or nums[i + 1] != n + 1:
-            out.append(str(start) if start == n else f"{start}-{n}")
-            start = None
-    return ", ".join(out)
-
-
 # --------------------------------------------------------------------------- merging
-
-def ties_merge(deltas: list[np.ndarray], weights: list[float], density: float,
-               normalize: bool = True, trim: bool = True) -> np.ndarray:
-    """TIES-merging (Yadav et al. 2023): trim, elect sign, disjoint (weighted) merge."""
-    trimmed = [_trim(d, density) for d in deltas] if trim else deltas
-    w = np.asarray(weights, dtype=np.float32).reshape((-1,) + (1,) * deltas[0].ndim)
-    stacked = np.stack(trimmed)
-    weighted = w * stacked
-    sign = np.sign(weighted.sum(axis=0))
-    agree = (np.sign(stacked) == sign) & (stacked != 0)
-    merged = (weighted * agree).sum(axis=0)
-    if normalize:
-        divisor = (np.broadcast_to(w, stacked.shape) * agree).sum(axis=0)
-        divisor[divisor == 0] = 1.0
-        merged = merged / divisor
-    return merged
-
-
-def _trim(delta: np.ndarray, density: float) -> np.ndarray:
-    if density >= 1.0:
-        return delta
-    k = int(round(density * delta.size))
-    if k <= 0:
-        return np.zeros_like(delta)
-    flat = np.abs(delta).ravel()
-    threshold = np.partition(flat, delta.size - k)[delta.size - k]
-    return np.where(np.abs(delta) >= threshold, delta, 0.0).astype(delta.dtype)
-
-
-def dare_drop(delta: np.ndarray, density: float, rng: np.random.Generator) -> np.ndarray:
-    """DARE (Yu et al. 2023): keep each entry with probability `density`, rescale 1/density."""
-    if density >= 1.0:
-        return delta
-    keep = rng.random(delta.shape, dtype=np.float32) < density
-    return np.where(keep, delta / density, 0.0).astype(delta.dtype)
-
-
-def truncated_svd(d: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(U_r, S_r, Vt_r, total energy) of a dense matrix; randomised (with power
-    iterations) when the rank is small against a large matrix, exact otherwise."""
-    total = float(np.square(d, dtype=np.float64).sum())
-    k = min(d.shape)
-    if k > 512 and rank * 4 < k:
-        rng = np.random.default_rng(seed)
-        p = min(k, rank + 16)
-        y = d @ rng.standard_normal((d.shape[1], p), dtype=np.float32)
-        for _ in range(2):
-            q, _ = np.linalg.qr(y)
-            y = d @ (d.T @ q)
-        q, _ = np.linalg.qr(y)
-        ub, s, vt = np.linalg.svd(q.T @ d, full_matrices=False)
-        u = q @ ub
-    else:
-        u, s, vt = np.linalg.svd(d, full_matrices=False)
-    r = min(rank, len(s))
-    return u[:, :r], s[:r], vt[:r], total
-
-
-def factored_svd(us: list[np.ndarray], vs: list[np.ndarray], rank: int):
-    """Truncated SVD of D = U_cat V_cat^T without forming D (thin QRs + a small SVD)."""
-    u_cat = np.concatenate(us, axis=1)
-    v_cat = np.concatenate(vs, axis=1)
-    qu, ru = np.linalg.qr(u_cat)
-    qv, rv = np.linalg.qr(v_cat)
-    p, s, qt = np.linalg.svd(ru @ rv.T, full_matrices=False)
-    total = float(np.square(s, dtype=np.float64).sum())
-    r = min(rank, len(s))
-    return (qu @ p)[:, :r], s[:r], (qt @ qv.T)[:r], total
 
 
 # --------------------------------------------------------------------------- the fusion
@@ -386,7 +89,7 @@ class FusionResult:
 
 def _base_for(specs: list[AdapterSpec], model) -> tuple[Path | None, str | None]:
     if model is not None:
-        from .models import resolve_model
+        from ..models import resolve_model
 
         path = resolve_model(str(model)) if not (isinstance(model, Path) and model.is_dir()) else model
         return path, str(model)
@@ -516,7 +219,7 @@ def _fuse(adapters: Sequence, weights: Sequence[float] | None = None, *, out: st
         n_layers = (max(idx) + 1) if idx else 1
     lw_spec = read_layer_weights(layer_weights)
     table = layer_weight_table(lw_spec, len(specs), n_layers, weights_list, allow_any_sum)
-    global_row = (_check_row(weights_list, len(specs), "weights", allow_any_sum)
+    global_row = (check_weights_row(weights_list, len(specs), "weights", allow_any_sum)
                   if weights_list is not None else None)
 
     default_rank = sum(int(f[modules[0]]["a"].shape[1]) for f in factors)
@@ -627,7 +330,7 @@ def _fuse(adapters: Sequence, weights: Sequence[float] | None = None, *, out: st
     seconds = time.perf_counter() - t0
     artifact_id = None
     if record:
-        from . import store
+        from .. import store
 
         artifact_id = store.add_artifact(kind=f"fused_{to}", path=str(out_dir), meta=provenance)
     return FusionResult(out=out_dir, to=to, method=method, artifact_id=artifact_id,
@@ -720,7 +423,7 @@ def _write_model(folder: Path, base: _BaseWeights, base_path: Path, deltas: dict
 
 def fused_artifacts() -> list[dict]:
     """Fused adapters and models the store knows, newest last, with their provenance."""
-    from . import store
+    from .. import store
 
     return store.artifacts(kind="fused_adapter") + store.artifacts(kind="fused_model")
 

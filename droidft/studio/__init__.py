@@ -1,0 +1,47 @@
+"""The dashboard's helpers that are not UI, one module per concern; no Streamlit here, so
+every function is usable (and tested) without it. Pages import this package as `us`
+(`from droidft import studio as us`) and call the names re-exported below.
+
+format    numbers, times, paths, statuses as text
+frames    metric rows as frames for charts
+progress  steps done, speed, time left
+forms     form fields from config dataclasses, and back to a config
+presets   ready-made settings, the one-click demo fine-tune
+configs   config diff, YAML, commands, adapter zip
+lineage   dataset -> run -> adapter -> fused model -> evaluation graph
+errors    engine exceptions in plain language
+tables    the Sessions table, its filter, evaluation rows
+pickers   adapters, demo prompt, fusion weights to pick from
+
+Estimates (memory, time, disk) are engine code: `droidft.estimate`.
+"""
+
+from .format import (STATUS_COLORS, STATUS_ICONS, fmt_ago, fmt_count, fmt_device, fmt_duration,
+                     fmt_number, fmt_time, short_blas, short_path, strip_ansi)
+from .frames import (chart_groups, downsample, latest_values, merge_metrics, metrics_frame,
+                     series_labels, weight_table_frame)
+from .progress import Progress, run_progress
+from .forms import (GROUPS, HELP, MANAGED_FIELDS, FieldSpec, build_config, field_display_value,
+                    field_specs, get_dotted, parse_field, set_dotted)
+from .presets import demo_config, sft_presets
+from .configs import adapter_zip, command_for, config_diff, config_yaml, flatten, stock_command
+from .lineage import lineage_dot
+from .errors import Explained, explain
+from .tables import SUITE_HEADLINE, evaluation_rows, filter_runs, runs_table
+from .pickers import adapter_choices, demo_prompt, normalized, same_base
+
+__all__ = [
+    "fmt_duration", "fmt_ago", "fmt_time", "fmt_count", "fmt_number", "strip_ansi", "short_path",
+    "short_blas", "fmt_device", "STATUS_ICONS", "STATUS_COLORS",
+    "metrics_frame", "merge_metrics", "downsample", "latest_values", "chart_groups",
+    "series_labels", "weight_table_frame",
+    "Progress", "run_progress",
+    "HELP", "GROUPS", "MANAGED_FIELDS", "FieldSpec", "field_specs", "parse_field",
+    "field_display_value", "get_dotted", "set_dotted", "build_config",
+    "sft_presets", "demo_config",
+    "flatten", "config_diff", "config_yaml", "command_for", "stock_command", "adapter_zip",
+    "lineage_dot",
+    "Explained", "explain",
+    "filter_runs", "runs_table", "SUITE_HEADLINE", "evaluation_rows",
+    "demo_prompt", "adapter_choices", "same_base", "normalized",
+]

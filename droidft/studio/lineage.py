@@ -1,0 +1,88 @@
+"""The lineage graph (dataset -> run -> adapter -> fused model -> evaluation) as Graphviz DOT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+def _dot_quote(text: str) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
+                evaluations: list[dict] | None = None, max_runs: int = 60) -> str:
+    """Graphviz DOT of dataset -> run -> adapter -> fused model -> evaluation.
+
+    runs: dicts with id, name, status, data, parent_id, adapter_path.
+    artifacts: dicts with kind, path, run_id and optional meta {sources: [...]}.
+    evaluations: dicts with id/name, model/adapter and run_id."""
+    runs = list(runs)[:max_runs]
+    lines = ["digraph lineage {", "  rankdir=LR;",
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];']
+    seen: set[str] = set()
+
+    def node(key: str, label: str, color: str):
+        if key not in seen:
+            seen.add(key)
+            lines.append(f"  {_dot_quote(key)} [label={_dot_quote(label)}, fillcolor={_dot_quote(color)}];")
+
+    def edge(a: str, b: str, style: str = ""):
+        lines.append(f"  {_dot_quote(a)} -> {_dot_quote(b)}{(' [style=' + style + ']') if style else ''};")
+
+    run_ids = {r["id"] for r in runs}
+    adapter_of: dict[str, str] = {}
+    for run in runs:
+        data = str(run.get("data") or "?")
+        dkey = "data:" + data
+        node(dkey, "dataset\n" + Path(data).name, "#fef3c7")
+        rkey = "run:" + run["id"]
+        node(rkey, f"{run.get('name') or run['id']}\n{run.get('method', '')} · {run.get('status', '')}",
+             "#fee2e2" if run.get("status") == "failed" else "#dbeafe")
+        edge(dkey, rkey)
+        if run.get("parent_id") and run["parent_id"] in run_ids:
+            edge("run:" + run["parent_id"], rkey, "dashed")
+        if run.get("adapter_path"):
+            akey = "adapter:" + str(run["adapter_path"])
+            adapter_of[str(run["adapter_path"])] = akey
+            node(akey, "adapter\n" + run["id"][:8], "#dcfce7")
+            edge(rkey, akey)
+    for art in artifacts or []:
+        if art.get("kind") not in ("fused_adapter", "fused_model", "fusion"):
+            continue
+        fkey = "fused:" + str(art.get("path"))
+        node(fkey, ("fused model" if art.get("kind") == "fused_model" else "fused adapter")
+             + "\n" + Path(str(art.get("path"))).name, "#ede9fe")
+        meta = art.get("meta") or {}
+        if isinstance(meta, str):
+            try:
+                meta = json.loads(meta)
+            except ValueError:
+                meta = {}
+        for src in meta.get("inputs") or meta.get("sources") or []:
+            key = None
+            if isinstance(src, dict):
+                if src.get("run_id") in run_ids:
+                    key = adapter_of.get(str(next((r.get("adapter_path") for r in runs
+                                                   if r["id"] == src["run_id"]), None)))
+                    key = key or "run:" + src["run_id"]
+                src = src.get("path")
+            key = key or adapter_of.get(str(src)) or adapter_of.get(str(Path(str(src)).parent))
+            if key:
+                edge(key, fkey)
+    for ev in evaluations or []:
+        ekey = "eval:" + str(ev.get("id") or ev.get("name"))
+        score = ev.get("score")
+        label = "evaluation\n" + str(ev.get("suite") or ev.get("name") or "")
+        if isinstance(score, (int, float)):
+            label += f"\n{score:.3g}"
+        node(ekey, label, "#fce7f3")
+        target = ev.get("target") or ev.get("adapter_path") or ev.get("model")
+        src = None
+        if target:
+            src = adapter_of.get(str(target)) or ("fused:" + str(target) if "fused:" + str(target) in seen else None)
+        if src is None and ev.get("run_id") in run_ids:
+            src = "run:" + ev["run_id"]
+        if src:
+            edge(src, ekey)
+    lines.append("}")
+    return "\n".join(lines)
