@@ -63,7 +63,8 @@ with col_machine:
     info = call(machine, doing="read the machine's details", default={}) or {}
     if info:
         st.markdown(
-            f"- **Device:** {us.fmt_device(info.get('device'))} · {info.get('cpus', '?')} CPUs\n"
+            f"- **Device:** {us.fmt_device(info.get('device'))} · {info.get('cpus', '?')} CPUs"
+            + (f" ({info['cpu']})" if info.get("cpu") else "") + "\n"
             f"- **Memory:** {info.get('memory_gb') or '?'} GB\n"
             f"- **Training math (BLAS):** {us.short_blas(info.get('worker_blas'))}\n"
             f"- **MLX:** {info.get('mlx', '?')} · Python {info.get('python', '?')}"
