@@ -119,3 +119,30 @@ def test_shell_exports_preload_openblas():
     out = subprocess.run([sys.executable, "-m", "droidft.blas", "--env"], capture_output=True, text=True,
                          env={**os.environ, "LD_PRELOAD": ""}, check=True).stdout
     assert f"export LD_PRELOAD={LIB}" in out
+
+
+def test_half_precision_models_train_and_generate_in_float32_on_the_cpu(tmp_path, demo_model):
+    """A bfloat16 checkpoint (what the Hub ships) would run ~1000x slower on MLX's CPU backend."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from droidft import inference, jobs, store
+    from droidft.synthetic import QWEN2_5_0_5B, random_model
+    from helpers import demo_sft
+
+    if mx.default_device() != mx.cpu:
+        pytest.skip("the cast is for MLX's CPU backend")
+    small = dict(QWEN2_5_0_5B, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                 num_attention_heads=2, num_key_value_heads=1)
+    path = random_model(tmp_path / "bf16", small, like=demo_model, dtype="bfloat16")
+    loaded = inference.load(str(path))
+    dtypes = {v.dtype for _, v in tree_flatten(loaded.model.parameters())}
+    assert dtypes == {mx.float32}
+    assert inference.generate(str(path), "Hello", max_tokens=3).generation_tokens >= 1
+
+    run_id = jobs.start(demo_sft(model=str(path), iters=2, steps_per_report=1, steps_per_eval=2,
+                                 save_every=2, val_batches=1))
+    run = jobs.wait(run_id, timeout=600)
+    assert run["status"] == "completed", run.get("error")
+    log = " ".join(e["message"] for e in store.events(run_id))
+    assert "cast from bfloat16 to float32" in log

@@ -21,8 +21,8 @@ with st.container(border=True):
         st.subheader("Try it in one minute")
         st.markdown(
             "Fine-tune the small built-in **demo model** on the built-in **demo chat data**. "
-            "It trains for real on this machine, takes about a minute, and then you can ask both "
-            "models the same question."
+            f"It trains for real on this machine: {us.demo_config().iters} steps, about 10 seconds on "
+            "2 CPU cores with OpenBLAS. Then ask both models the same question."
         )
     with right:
         if st.button("Fine-tune the demo model", type="primary", icon=":material/rocket_launch:",
