@@ -1,9 +1,9 @@
-"""Rebuild the shipped demo model (data/demo-model/) from its recipe.
+"""Rebuild the shipped demo model (data/droidft-demo/) from its recipe.
 
     scripts/make_demo_model.py [--out DIR]
 
 Run it after changing the corpus (data/corpus/), the model shape or the pre-training
-recipe in droidft/models/demo.py, then commit data/demo-model/. The build is seeded and
+recipe in droidft/models/demo.py, then commit data/droidft-demo/. The build is seeded and
 deterministic on a given BLAS: tests/test_demo_model.py rebuilds it and compares with
 the committed weights. Takes 1-2 minutes on 2 cores with OpenBLAS (it re-runs itself in a
 child process with OpenBLAS preloaded when started without it).

@@ -82,10 +82,10 @@ def test_exact_match_reads_chat_and_completion_rows(loaded):
 
 
 def test_the_shipped_model_is_current_so_nothing_is_built(demo_model):
-    """A fresh clone has the demo model: data/demo-model matches the recipe and corpus (after
+    """A fresh clone has the demo model: data/droidft-demo matches the recipe and corpus (after
     changing them, run scripts/make_demo_model.py and commit its output)."""
     assert demo_model == SHIPPED_DIR
-    assert is_built(SHIPPED_DIR), "data/demo-model is stale: run scripts/make_demo_model.py"
+    assert is_built(SHIPPED_DIR), "data/droidft-demo is stale: run scripts/make_demo_model.py"
     weights = demo_model / "model.safetensors"
     before = weights.stat().st_mtime_ns
     assert build_demo_model(demo_model) == demo_model  # up to date: returns without building

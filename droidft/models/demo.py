@@ -6,7 +6,7 @@ data/corpus/*.txt, saved in the Hugging Face layout so stock `mlx_lm.load` opens
 The corpus teaches the chat format and plain answers to the demo's questions; a short
 LoRA run on data/demo/chat then gives it a droid persona (see DEMO_SFT_DEFAULTS).
 
-The build takes 1-2 minutes on 2 CPU cores, so its result ships in data/demo-model/
+The build takes 1-2 minutes on 2 CPU cores, so its result ships in data/droidft-demo/
 (3 MB): a fresh clone has the demo model at once. `scripts/make_demo_model.py` writes
 that folder; the build is deterministic on a given BLAS (bitwise the same weights), and
 a test rebuilds it and compares. When the recipe or corpus changes and the shipped
@@ -109,7 +109,7 @@ def corpus_files() -> list[Path]:
     return sorted(CORPUS_DIR.glob("*.txt"))
 
 
-SHIPPED_DIR = paths.DATA_DIR / "demo-model"  # committed: the built model, ready at clone time
+SHIPPED_DIR = paths.DATA_DIR / DEMO_MODEL_NAME  # committed: the built model, ready at clone time
 
 
 def build_hash() -> str:
