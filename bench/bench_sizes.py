@@ -15,7 +15,9 @@ For each size, on one config (LoRA rank 8 on every linear layer of every block, 
     (bench_generate.py, base model).
 Sizes: demo (the shipped 0.79M demo model), 23m (random Llama h512 l8), 0.5b (random model
 shaped like Qwen2.5-0.5B: hidden 896, 24 layers, MLP 4864, 14 heads, 2 KV heads, vocabulary
-trimmed to the demo tokenizer's 1,024; saved in bfloat16 like the real checkpoint).
+trimmed to the demo tokenizer's 1,024; saved in float32: stock mlx-lm keeps a checkpoint's
+bfloat16, which MLX's CPU backend multiplies ~1000x slower than float32, while droidft casts
+it to float32 itself (blas.float32_on_cpu); the half-precision matmul speed is printed too).
 Throughput does not depend on trained weights, only on shapes. Slow on 2 cores: the 0.5b
 size takes tens of minutes. Stock tokens/s is read from its printed report lines (this
 benchmarks the stock CLI; droidft never parses text).
@@ -67,7 +69,7 @@ def make_model(size: str, tmp: Path, demo: Path, qwen_layers: int) -> Path:
         return random_llama(tmp / "llama-h512-l8", hidden_size=512, num_layers=8, like=demo)
     if size == "0.5b":
         cfg = dict(QWEN2_5_0_5B, num_hidden_layers=qwen_layers)
-        return random_model(tmp / f"qwen2.5-0.5b-shape-l{qwen_layers}", cfg, like=demo, dtype="bfloat16")
+        return random_model(tmp / f"qwen2.5-0.5b-shape-l{qwen_layers}", cfg, like=demo, dtype="float32")
     raise SystemExit(f"unknown size {size!r}")
 
 
@@ -135,6 +137,25 @@ def matmul_peak() -> tuple[float, str]:
     return float(result.get("gflops") or "nan"), note
 
 
+HALF_JS = """
+import time, mlx.core as mx
+for dt in (mx.float32, mx.bfloat16, mx.float16):
+    a, b = mx.random.normal((512, 512)).astype(dt), mx.random.normal((512, 512)).astype(dt)
+    mx.eval(a, b, a @ b)
+    tic = time.perf_counter(); mx.eval(a @ b); took = time.perf_counter() - tic
+    print(str(dt).split('.')[-1], round(2 * 512**3 / took / 1e9, 2))
+"""
+
+
+def half_precision_matmul() -> str:
+    """MLX matmul GFLOP/s at 512^3 in float32, bfloat16 and float16 (workers' BLAS)."""
+    from droidft.blas import worker_env
+
+    out = subprocess.run([sys.executable, "-c", HALF_JS], capture_output=True, text=True,
+                         env=worker_env("auto")[0])
+    return ", ".join(line.replace(" ", " ") + " GFLOP/s" for line in out.stdout.strip().splitlines())
+
+
 def generation(model: Path, tokens: int, repeats: int) -> dict | None:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_generate.py"), "--model", str(model),
                           "--max-tokens", str(tokens), "--repeats", str(repeats), "--base-only"],
@@ -170,7 +191,9 @@ def main() -> None:
     demo = demo_model_path()
     peak, blas_note = matmul_peak()
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; workers' BLAS: {blas_note}")
-    print(f"MLX fp32 matmul peak (2048^3, same BLAS): {peak:.1f} GFLOP/s\n", flush=True)
+    print(f"MLX fp32 matmul peak (2048^3, same BLAS): {peak:.1f} GFLOP/s")
+    print(f"MLX matmul 512^3 by dtype (why droidft trains half-precision checkpoints in float32 on "
+          f"the CPU): {half_precision_matmul()}\n", flush=True)
     iters_default = {"demo": 12, "23m": 8, "0.5b": 4}
     gen_default = {"demo": 100, "23m": 64, "0.5b": 24}
     table = []

@@ -267,19 +267,19 @@ def blas_table() -> None:
         return
     flags = blas.cpu_info()["flags"]
     env, note = blas.worker_env("auto")
-    choices = [("reference (mlx[cpu] wheel)", None, None), ("OpenBLAS, its own pick", lib, None),
+    choices = [("reference (mlx[cpu] wheel) @1024", None, None), ("OpenBLAS, its own pick", lib, None),
                ("OpenBLAS, Prescott (generic)", lib, "Prescott")]
     choices += [(f"OpenBLAS, {ct}", lib, ct) for ct in blas.better_cores("Prescott", flags)]
     print(f"\nMLX matmul 2048^3 fp32, each BLAS choice in its own process (CPU: {blas.cpu_info()['model']}); "
           f"workers get: {note}")
-    print(f"{'BLAS':32} {'kernels':12} {'GFLOP/s':>8} {'max error vs numpy':>19}")
+    print(f"{'BLAS':36} {'kernels':12} {'GFLOP/s':>8} {'max error vs numpy':>19}")
     results = {}
     for label, path, coretype in choices:
-        r = blas.probe(path, coretype, size=2048)
+        r = blas.probe(path, coretype, size=2048 if path else 1024, timeout=900)
         results[label] = r
         kernels = r.get("corename") or ("-" if path is None else "?")
         error = f"{r['max_error']:.1e}" if "max_error" in r else r.get("error", "?")
-        print(f"{label:32} {kernels:12} {r.get('gflops', float('nan')):8.1f} {error:>19}")
+        print(f"{label:36} {kernels:12} {r.get('gflops', float('nan')):8.1f} {error:>19}")
     own, generic = results["OpenBLAS, its own pick"], results["OpenBLAS, Prescott (generic)"]
     if own.get("gflops") and generic.get("gflops"):
         print(f"OpenBLAS's own pick / generic kernels: {own['gflops'] / generic['gflops']:.1f}x")

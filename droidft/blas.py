@@ -137,7 +137,8 @@ def corename(lib: str) -> str:
 # -- the probe: a subprocess, so a kernel that crashes cannot take droidft down -----------
 
 
-def probe(lib: str | None, coretype: str | None = None, size: int = 1024) -> dict:
+def probe(lib: str | None, coretype: str | None = None, size: int = 1024,
+          timeout: float = PROBE_TIMEOUT_S) -> dict:
     """Run a matmul through MLX with OpenBLAS `lib` preloaded (and OPENBLAS_CORETYPE =
     `coretype`, or unset) in a subprocess: the kernels OpenBLAS used, the largest error
     against numpy's float64 result, and GFLOP/s at `size`^3. A crash or a timeout gives
@@ -149,10 +150,10 @@ def probe(lib: str | None, coretype: str | None = None, size: int = 1024) -> dic
         env["OPENBLAS_CORETYPE"] = coretype
     cmd = [sys.executable, "-m", "droidft.blas", "--probe", str(size)]
     try:
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     except subprocess.TimeoutExpired:
-        return {"coretype": coretype, "ok": False, "error": f"no answer in {PROBE_TIMEOUT_S} s"}
+        return {"coretype": coretype, "ok": False, "error": f"no answer in {timeout:.0f} s"}
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
         why = f"exit {out.returncode}" + (f": {out.stderr.strip().splitlines()[-1]}" if out.stderr.strip() else "")
