@@ -51,8 +51,8 @@ class Measured:
     reports: list[tuple[int, float, float]]
     first_metric: float = float("nan")  # seconds from jobs.start to the first train_loss row
     blas: str = ""
-    first_any: float = float("nan")  # ... to the first metric row of any kind (val_loss at step 0)
     wall: float = float("nan")  # seconds for the whole run, start-up and validation included
+    first_any: float = float("nan")  # ... to the first metric row of any kind (val_loss at step 0)
 
     @property
     def tokens_per_s(self) -> float:
