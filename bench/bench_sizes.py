@@ -5,7 +5,7 @@ For each size, on one config (LoRA rank 8 on every linear layer of every block, 
   - training tokens/s: droidft worker vs stock `python -m mlx_lm lora` (same YAML, same BLAS
     and kernels, interleaved, best of --repeats);
   - peak memory (the trainer's own mx.get_peak_memory report) for LoRA, QLoRA (4-bit base)
-    and LoRA with gradient checkpointing, against droidft's estimate (ui_support.estimate_run);
+    and LoRA with gradient checkpointing, against droidft's estimate (droidft.estimate.estimate_run);
   - achieved training FLOP/s as a fraction of this machine's MLX matmul peak (2048^3 fp32,
     the same BLAS and kernels, measured in this run): FLOPs per token = 4 x matmul weights
     (forward, and backward through the frozen weights to their inputs; LoRA's own weights
@@ -61,7 +61,7 @@ def corpus_dataset(out: Path, tokenizer_dir: Path, rows: int = 48) -> Path:
 
 
 def make_model(size: str, tmp: Path, demo: Path, qwen_layers: int) -> Path:
-    from droidft.synthetic import QWEN2_5_0_5B, random_llama, random_model
+    from droidft.models.synthetic import QWEN2_5_0_5B, random_llama, random_model
 
     if size == "demo":
         return demo
@@ -185,8 +185,8 @@ def main() -> None:
     os.environ.setdefault("DROIDFT_HOME", tempfile.mkdtemp(prefix="droidft-bench-sizes-"))
 
     from droidft.config import LoraParameters, SFTConfig
-    from droidft.demo_model import demo_model_path
-    from droidft.ui_support import estimate_run
+    from droidft.models.demo import demo_model_path
+    from droidft.estimate import estimate_run
 
     demo = demo_model_path()
     peak, blas_note = matmul_peak()

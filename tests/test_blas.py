@@ -127,7 +127,7 @@ def test_half_precision_models_train_and_generate_in_float32_on_the_cpu(tmp_path
     from mlx.utils import tree_flatten
 
     from droidft import inference, jobs, store
-    from droidft.synthetic import QWEN2_5_0_5B, random_model
+    from droidft.models.synthetic import QWEN2_5_0_5B, random_model
     from helpers import demo_sft
 
     if mx.default_device() != mx.cpu:

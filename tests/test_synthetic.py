@@ -63,7 +63,7 @@ def test_random_model_has_qwen_shape_and_loads_with_stock_mlx_lm(tmp_path, demo_
     """The 0.5B benchmark model's recipe, at 2 of its 24 layers (same widths, bfloat16, trimmed vocab)."""
     import mlx.core as mx
 
-    from droidft.synthetic import QWEN2_5_0_5B, random_model
+    from droidft.models.synthetic import QWEN2_5_0_5B, random_model
 
     out = random_model(tmp_path / "qwen", dict(QWEN2_5_0_5B, num_hidden_layers=2), like=demo_model,
                        dtype="bfloat16")
