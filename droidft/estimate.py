@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,7 +61,14 @@ def estimate_run(config, model_config: dict, *, avg_tokens: float | None = None,
     quant = model_config.get("quantization") or model_config.get("quantization_config") or {}
     bits = quant.get("bits") or getattr(config, "quantize_bits", None)
     dtype = str(model_config.get("torch_dtype") or "bfloat16")
-    bytes_per = (bits / 8 + 0.0625) if bits else (4 if "32" in dtype else 2)
+    # Off macOS MLX computes on the CPU, where droidft casts half-precision weights (and
+    # quantisation scales) to float32 (blas.float32_on_cpu).
+    on_cpu = sys.platform != "darwin"
+    if bits:
+        group = int(quant.get("group_size") or getattr(config, "quantize_group_size", 64) or 64)
+        bytes_per = bits / 8 + (8 if on_cpu else 4) / group  # + a scale and a bias per group
+    else:
+        bytes_per = 4 if ("32" in dtype or on_cpu) else 2
 
     ftt = getattr(config, "fine_tune_type", "lora")
     n_layers = getattr(config, "num_layers", -1)
@@ -79,13 +87,22 @@ def estimate_run(config, model_config: dict, *, avg_tokens: float | None = None,
     batch = int(getattr(config, "batch_size", 1) or 1)
     max_len = int(getattr(config, "max_seq_length", 2048) or 2048)
     seq = min(max_len, int(avg_tokens)) if avg_tokens else min(max_len, 512)
-    act_per_token_layer = h * 34 + 5 * s["heads"] * seq  # bytes, the usual transformer rule of thumb
-    act_layers = 2 if getattr(config, "grad_checkpoint", False) else tuned_layers
-    activations = batch * seq * act_per_token_layer * act_layers
-    logits = batch * seq * s["vocab"] * 4 * 2
+    # Activations kept for the backward pass, per token and layer: the block's inputs and
+    # norms, q/k/v, attention output (8h + 3 kv widths), the MLP's gate, up, SiLU and product
+    # (4 x intermediate) and the attention probabilities (heads x sequence). Fitted to MLX's
+    # measured peaks (bench/bench_sizes.py, demo and Qwen2.5-0.5B widths, batch 4 x 512):
+    # backward holds about one layer more; with gradient checkpointing only each layer's input
+    # stays, and recomputing a layer holds about 2.5 layers' worth.
+    act_bytes = 4 if (on_cpu or "32" in dtype) else 2
+    per_layer = batch * seq * act_bytes * (8 * h + 3 * kvd + 4 * inter + s["heads"] * seq)
+    if getattr(config, "grad_checkpoint", False):
+        activations = batch * seq * act_bytes * h * L + 2.5 * per_layer
+    else:
+        activations = (tuned_layers + 1) * per_layer
+    logits = batch * seq * s["vocab"] * 4 * 3  # logits, their softmax and its gradient, fp32
     weights = params * bytes_per
     train_state = trainable * 4 * 4  # weights, gradients, two Adam moments in fp32
-    total = (weights + train_state + activations + logits) * 1.15  # allocator slack
+    total = (weights + train_state + activations + logits) * 1.15  # the compiled step, allocator slack
 
     iters = int(getattr(config, "iters", 0) or 0)
     tokens = iters * batch * seq

@@ -10,4 +10,5 @@ if [ "${1:-}" = "--lan" ]; then
   address=0.0.0.0
   export DROIDFT_LAN=1
 fi
+echo "droidft: starting the dashboard ..."
 exec .venv/bin/streamlit run app/Home.py --server.address "$address"

@@ -38,7 +38,15 @@ def test_run_completes_records_everything_and_adapter_loads_in_stock_mlx_lm(demo
     names = {row["name"] for row in store.metrics(run_id)}
     assert TRAIN_METRICS | {"val_loss"} <= names
     steps = sorted({r["step"] for r in store.metrics(run_id, names=["train_loss"])})
-    assert steps == [5, 10, 15, 20]
+    assert steps == [1, 5, 10, 15, 20]  # step 1 at once, then every steps_per_report
+    # iterations/s is steps in the window over its time: windows of 1, 4, 5, 5, 5 steps
+    rows = {(r["name"], r["step"]): r["value"] for r in store.metrics(run_id)}
+    previous = (0, 0.0)
+    for step in steps:
+        tokens, rate = rows[("trained_tokens", step)], rows[("tokens_per_second", step)]
+        window_s = (tokens - previous[1]) / rate
+        assert rows[("iterations_per_second", step)] * window_s == pytest.approx(step - previous[0], rel=1e-6)
+        previous = (step, tokens)
     val_steps = sorted(r["step"] for r in store.metrics(run_id, names=["val_loss"]))
     assert val_steps == [0, 9, 19]  # mlx-lm validates before step it and reports it - 1
 
@@ -61,7 +69,7 @@ def test_metrics_land_while_running_then_stop_saves_adapter(demo_model):
     run_id = jobs.start(quick(iters=100000, steps_per_eval=100000, save_every=100000))
     first = wait_for(lambda: store.metrics(run_id, names=["train_loss"]), timeout=120)
     assert store.get_run(run_id)["status"] == "running"  # rows arrive while training goes on
-    assert first[0]["step"] == 5
+    assert first[0]["step"] == 1  # the first point comes right after the first step
     hb1 = store.get_run(run_id)["heartbeat_at"]
     wait_for(lambda: store.get_run(run_id)["heartbeat_at"] > hb1, timeout=10)
 

@@ -75,7 +75,7 @@ def test_run_outlives_the_process_that_started_it(demo_model):
     run_id = out.stdout.strip().splitlines()[-1]
     run = jobs.wait(run_id, timeout=300)
     assert run["status"] == "completed", run.get("error")
-    assert [r["step"] for r in store.metrics(run_id, names=["train_loss"])] == [5, 10, 15]
+    assert [r["step"] for r in store.metrics(run_id, names=["train_loss"])] == [1, 5, 10, 15]
 
 
 def test_model_deleted_and_data_changed_during_a_run(demo_model, tmp_path):

@@ -28,7 +28,7 @@ def _apply_preset() -> None:
 
 
 st.segmented_control("Preset", list(presets), key="sft.preset", default="quick demo", on_change=_apply_preset,
-                     help="quick demo: about a minute on the demo model · balanced: a sensible first real "
+                     help="quick demo: seconds on the demo model · balanced: a sensible first real "
                           "run · quality: longer, bigger adapter, for a final model")
 
 model, data = model_and_data(P)

@@ -19,7 +19,7 @@ from . import data, evaluate, fusion, inference, models, rewards, runs, security
 
 EXIT_BAD_INPUT = 2
 # Commands that run MLX in this process (not in a worker) and so want OpenBLAS on Linux.
-COMPUTE_COMMANDS = {"demo-model", "generate", "compare", "fuse", "eval"}
+COMPUTE_COMMANDS = {"generate", "compare", "fuse", "eval"}  # demo-model builds in its own OpenBLAS child
 # The order `droidft --help` lists them in.
 COMMAND_GROUPS = (models, train, data, rewards, inference, fusion, evaluate, security, runs)
 

@@ -1,4 +1,4 @@
-"""`droidft demo-model`: build (once) and print the demo model folder."""
+"""`droidft demo-model`: print the demo model folder (shipped in data/droidft-demo)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ import sys
 
 
 def cmd_demo_model(args) -> int:
-    from ..models.demo import build_demo_model
+    from ..models.demo import build_demo_model, demo_model_path
 
-    print(build_demo_model(force=args.force, log=lambda m: print(m, file=sys.stderr)))
+    if args.force:  # rebuild a local copy from the recipe (data/models/), e.g. to compare
+        print(build_demo_model(force=True, log=lambda m: print(m, file=sys.stderr)))
+    else:
+        print(demo_model_path())
     return 0
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("demo-model", help="build (once) and print the demo model folder")
-    p.add_argument("--force", action="store_true")
+    p = sub.add_parser("demo-model", help="print the demo model folder (shipped in data/droidft-demo)")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild it from its recipe into data/models/ (1-2 minutes)")
     p.set_defaults(func=cmd_demo_model)

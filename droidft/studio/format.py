@@ -72,10 +72,17 @@ def short_path(path) -> str:
 
 
 def short_blas(note: str | None) -> str:
-    """'openblas (/usr/lib/.../libopenblas.so.0)' -> 'openblas'; keeps a warning after ' - '."""
+    """'openblas (/usr/lib/.../libopenblas.so.0; SkylakeX kernels)' -> 'openblas SkylakeX';
+    keeps a warning after ' - '."""
     text = str(note or "?")
     head, _, warning = text.partition(" - ")
-    return head.split(" (")[0] + (f" ({warning})" if warning else "")
+    short = head.split(" (")[0]
+    inside = head.partition(" (")[2]
+    if "; " in inside and " kernels" in inside:
+        kernels = inside.split("; ", 1)[1].split(" kernels", 1)[0]
+        if kernels and kernels not in short and kernels != "?":
+            short += f" {kernels}"
+    return short + (f" ({warning})" if warning else "")
 
 
 def fmt_device(device) -> str:
