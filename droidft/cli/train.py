@@ -1,8 +1,8 @@
 """`droidft train METHOD`: start a training run with any registered method.
 
-Options shared by every method come first (`add_train_options`); each RL and preference
-method also gets one `--field-name` option per field of its own config class
-(`--group-size`, `--beta`, `--reward-functions`, `--loss-type`, ...). Those travel as
+Options shared by every method come first (`add_train_options`); each RL, preference and
+online method also gets one `--field-name` option per field of its own config class
+(`--group-size`, `--beta`, `--reward-functions`, `--loss-type`, `--judge`, ...). Those travel as
 `--set KEY=VALUE` items, so `build_config` applies them with the same validation as YAML.
 """
 
@@ -199,6 +199,6 @@ def add_commands(sub) -> None:
     for method in methods.available():
         mp = tsub.add_parser(method.name, help=method.description)
         add_train_options(mp)
-        if method.family in ("grpo", "preference"):
+        if method.family != "sft":
             method_options(mp, method.config_class)
         mp.set_defaults(func=cmd_train)
