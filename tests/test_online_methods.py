@@ -28,7 +28,7 @@ PAIRWISE = COMMON | {"tokens_per_second", "trained_tokens", "train_chosen_reward
                      "train_accuracies", "train_margins", "train_pairs_judged", "train_pairs_skipped",
                      "train_judge_fallbacks", "val_chosen_reward", "val_rejected_reward", "val_accuracies"}
 EXPECTED = {
-    "online_dpo": PAIRWISE | {"train_policy_chosen_logps", "train_judge_reward_mean"},
+    "online_dpo": PAIRWISE | {"train_policy_chosen_logps", "train_judge_reward_mean", "val_judge_reward_mean"},
     "xpo": PAIRWISE | {"train_exploration_bonus", "train_chosen_kl", "train_rejected_kl", "val_exploration_bonus"},
     "ppo": PAIRWISE | {"train_policy_loss", "train_kl_penalty", "train_clip_fraction", "train_ratios_mean",
                        "val_clip_fraction", "train_judge_reward_mean"},

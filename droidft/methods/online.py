@@ -17,7 +17,8 @@ Stored metrics: `train_loss`, `train_chosen_reward`, `train_rejected_reward`,
 (rlhf_reinforce); the judge's `train_pairs_judged`, `train_pairs_skipped`,
 `train_judge_fallbacks`, `train_judge_reward_mean` (reward judge), `train_human_judged`;
 `learning_rate`, `iterations_per_second`, `tokens_per_second`, `trained_tokens`,
-`peak_memory_gb`; the same trainer values with `val_` at each evaluation, `val_time`.
+`peak_memory_gb`; the same trainer values with `val_` at each evaluation, `val_time`, and
+`val_judge_reward_mean` (reward judge: the mean score of the validation samples).
 """
 
 from __future__ import annotations

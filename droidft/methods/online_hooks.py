@@ -77,7 +77,7 @@ class JudgeSession:
         self.samples_per_step = samples_per_step
         self.record_all = record_all  # write every judged pair (a person judged them)
         self.skipped: list[int] = []  # pairs of the current training step to leave out
-        self.in_eval, self.eval_batches = False, 0
+        self.in_eval, self.eval_batches, self.eval_scores = False, 0, []
         self.counts = StepMeter()
 
     def pairs(self, prompt_texts: list[str], completions: list[list[str]]) -> list[Pair]:
@@ -95,7 +95,10 @@ class JudgeSession:
         pairs = self.pairs(prompt_texts, completions)
         if self.in_eval:
             self.eval_batches += 1
-            return self.eval_judge.compare(pairs)
+            verdicts = self.eval_judge.compare(pairs)
+            if getattr(self.eval_judge, "name", "") == "reward":
+                self.eval_scores += [s for v in verdicts for s in v.scores]
+            return verdicts
         try:
             verdicts = self.judge.compare(pairs)
         except StopWaiting:
@@ -137,7 +140,7 @@ class JudgeSession:
                                         "judge": verdict.judge, "answer": pair.answer})
 
     def begin_eval(self) -> None:
-        self.in_eval, self.eval_batches = True, 0
+        self.in_eval, self.eval_batches, self.eval_scores = True, 0, []
 
     def end_eval(self) -> int:
         self.in_eval = False
@@ -225,6 +228,8 @@ def evaluation(original: Callable, session: JudgeSession, rescale: str) -> Calla
             metrics = {k: v * factor for k, v in metrics.items()}
         else:
             rewards = [r * factor for r in rewards]
+        if session.eval_scores:  # the reward judge's mean score of the validation samples
+            metrics = {**metrics, "judge_reward_mean": sum(session.eval_scores) / len(session.eval_scores)}
         return loss, rewards, ntokens, metrics
 
     return evaluate
