@@ -288,3 +288,21 @@ def test_stock_command_parses_back_to_the_same_mode_and_options(name, tmp_path):
             assert args.judge.endswith("droidft-demo")
         else:
             assert getattr(args, key) == value, key
+
+
+def test_rl_demo_sets_are_what_the_seeded_script_writes(tmp_path):
+    import importlib.util
+    import shutil
+
+    from droidft import paths
+
+    spec = importlib.util.spec_from_file_location("make_rl_demo_data", paths.REPO_ROOT / "scripts" / "make_rl_demo_data.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    shutil.copytree(paths.DATA_DIR / "demo" / "chat", tmp_path / "chat")  # FTPO takes its questions from there
+    script.OUT = tmp_path
+    assert script.main() == 0
+    for folder in ("grpo", "preference", "online", "ftpo"):
+        for split in ("train", "valid", "test"):
+            written = (tmp_path / folder / f"{split}.jsonl").read_bytes()
+            assert written == (paths.DATA_DIR / "demo" / folder / f"{split}.jsonl").read_bytes(), (folder, split)

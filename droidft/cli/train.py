@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import typing
+import sys
 
 from .. import jobs
 from .common import follow
@@ -83,6 +84,10 @@ def cmd_train(args) -> int:
         print(config.to_mlx_lm_command(str(resolve_model(config.model)), str(resolve_dataset(config.data, method=config.method))))
         return 0
     run_id = jobs.start(config)
+    if getattr(config, "judge", None) == "human":
+        print(f"run {run_id} asks you to judge its answers: open the dashboard's Monitor "
+              f"(/monitor?run={run_id}); unjudged pairs go to the fallback after "
+              f"{config.human_timeout:g} s", file=sys.stderr)
     return follow(run_id, args.wait)
 
 

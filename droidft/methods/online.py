@@ -5,7 +5,8 @@ better (how good each is, for rlhf_reinforce), and trains on the verdicts.
 
 Data: `{"prompt": "..."}` (or chat messages), optionally `"answer"` for the reward judge;
 the demo set is data/demo/online. The trainers run in-process with droidft's hooks
-(online_hooks.py); the model is never fused.
+(online_hooks.py) and, for PPO and RLHF-REINFORCE, corrected losses (online_losses.py);
+the model is never fused.
 
 Stored metrics: `train_loss`, `train_chosen_reward`, `train_rejected_reward`,
 `train_accuracies`, `train_margins`, `train_policy_chosen_logps`, `train_policy_rejected_logps`,
@@ -23,6 +24,7 @@ Stored metrics: `train_loss`, `train_chosen_reward`, `train_rejected_reward`,
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ from .grpo import (RLCallback, RLTrainingConfig, build_optimizer, initial_weight
                    train_with_store, write_adapter_config)
 from .online_hooks import (GatedOptimizer, JudgeSession, StepMeter, evaluation, judge_classes,
                            preference_microbatches, rlhf_value_and_grad)
+from .online_losses import ppo_loss, rlhf_reinforce_logp_loss
 from .preference import DPO_LOSS_TYPES
 
 # Choices the dashboard offers (it looks for FIELD_NAME + "S").
@@ -216,6 +219,9 @@ class RLHFReinforceConfig(OnlineConfig):
 
     method: ClassVar[str] = "rlhf_reinforce"
     TRAIN_MODE: ClassVar[str] = "rlhf_reinforce"
+    # The penalty is the whole answer's log-ratio (several nats) against rewards of 0..1 on the
+    # demo: at mlx-lm-lora's 0.1 it outweighs them (docs/BENCHMARKS.md, methods).
+    beta: float = 0.01
 
 
 TRAINERS = {  # method -> (trainer module, train fn, args class, evaluate fn, value/grad helper)
@@ -345,9 +351,13 @@ def run_online(config: OnlineConfig, ctx: RunContext) -> None:
     pairwise, scoring = judge_classes(session)
     patches = [(module, eval_name, evaluation(getattr(module, eval_name), session,
                                               "metrics" if config.method == "rlhf_reinforce" else "rewards"))]
+    # DROIDFT_STOCK_LOSSES=1 keeps mlx-lm-lora's own PPO / RLHF losses (bench/bench_methods_demo.py compares)
+    fixed = os.environ.get("DROIDFT_STOCK_LOSSES") != "1"
     if config.method == "rlhf_reinforce":
         patches += [(module, "LLMPPOJudge", scoring),
                     (module, "_rlhf_value_and_grad", rlhf_value_and_grad(module._rlhf_value_and_grad, meter, optimizer))]
+        if fixed:
+            patches.append((module, "_rlhf_reinforce_logp_loss", rlhf_reinforce_logp_loss))
     else:
         patches += [(module, "LLMPairwiseJudge", pairwise), (module, "HumanPairwiseJudge", pairwise),
                     (module, "_preference_microbatches",
@@ -361,7 +371,8 @@ def run_online(config: OnlineConfig, ctx: RunContext) -> None:
                 model=model, ref_model=ref_model, tokenizer=tokenizer, optimizer=optimizer,
                 train_dataset=train_set, val_dataset=valid_set,
                 judge_config={"system_prompt": config.judge_system_prompt} if config.judge_system_prompt else {},
-                args=train_args, judge_model="droidft", judge_tokenizer=tokenizer, training_callback=callback)
+                args=train_args, judge_model="droidft", judge_tokenizer=tokenizer, training_callback=callback,
+                **({"loss_fn": ppo_loss} if config.method == "ppo" and fixed else {}))
 
     train_with_store(config, ctx, model, model_path, train, patches)
 
