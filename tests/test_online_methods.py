@@ -142,7 +142,7 @@ def test_distributed_runs_are_refused_where_gradients_would_not_average_correctl
     ("online_dpo", {"judge": "reward"}),
     ("xpo", {"judge": "model", "alpha": [0.01], "loss_type": "hinge"}),
     ("ppo", {"judge": "reward"}),
-    ("rlhf_reinforce", {"judge": "model"}),
+    ("rlhf_reinforce", {"judge": "reward"}),
     ("klpo", {"kl_estimator": "mc", "mc_samples": 8}),
     ("ftpo", {}),
     ("dsla", {"dsla_loss": "dpo"}),

@@ -170,7 +170,7 @@ def live(run_id: str) -> None:
         samples, logs = st.columns(2)
         with samples:
             st.markdown("**Latest samples**")
-            for s in list(reversed(rows))[:3]:
+            for s in list(reversed(rows))[:4 if config.get("judge") else 3]:  # online: two pairs
                 with st.container(border=True):
                     reward, meta = s.get("reward"), s.get("meta") or {}
                     st.caption(f"step {s.get('step', '?')}"
