@@ -144,5 +144,7 @@ def test_grpo_on_two_ranks_splits_each_batch_between_the_ranks(demo_model, tmp_p
     assert len(shards[0]) == len(shards[1]) == 2 and not shards[0] & shards[1]
     assert shards[0] | shards[1] == first_batch
     assert series(two["id"], "world_size")[0] == 2 and series(two["id"], "train_loss")
-    assert not list(paths.run_dir(two["id"]).glob("rank0-adapters"))  # rank 0 writes the run's adapter
-    assert (paths.run_dir(two["id"]) / "rank1-adapters").is_dir()  # rank 1 writes beside it, never into it
+    # rank 0 writes the run's adapter and checkpoints; rank 1's own saves went to a scratch
+    # folder (never into the run's adapter file), removed when it finished
+    assert (paths.run_dir(two["id"]) / "adapters" / "0000002_adapters.safetensors").exists()
+    assert not list(paths.run_dir(two["id"]).glob("rank*-adapters"))

@@ -2,7 +2,6 @@
 page shows them side by side, a choice goes back to the trainer and the run goes on. On a
 LAN a viewer may judge only if the run allows it, checked where the click is handled."""
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from droidft import jobs, judges, store

@@ -31,7 +31,7 @@ from ..reporting import RunContext
 from . import Method, register
 from .grpo import (RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy,
                    load_reference, output_dir, patched, read_jsonl, resolve_data, seed_everything,
-                   train_with_store, write_adapter_config)
+                   steps_per_save, train_with_store, write_adapter_config)
 from .preference import DPO_LOSS_TYPES
 
 DSLA_LOSSES = ("dpo", "orpo", "cpo")
@@ -135,7 +135,7 @@ def run_dsla(config: DSLAConfig, ctx: RunContext) -> None:
     args = dt.DSLATrainingArgs(
         batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
         steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=config.save_every, adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
+        steps_per_save=steps_per_save(config, ctx), adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
         max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
         gradient_accumulation_steps=config.grad_accumulation_steps, loss_type=config.dsla_loss,
         dpo_cpo_loss_type=config.loss_type, beta=config.beta, delta=config.delta,

@@ -570,8 +570,14 @@ def train_with_store(config, ctx: RunContext, model, model_path: Path, train, pa
 def output_dir(ctx: RunContext) -> Path:
     """Where this rank's trainer writes adapters: the run's adapter folder on rank 0; a
     scratch folder on other ranks (mlx-lm-lora's trainers save on every rank, and two
-    processes writing one file can leave it torn)."""
+    processes writing one file can leave it torn; distributed.run_rank deletes it)."""
     return ctx.adapter_dir if ctx.rank == 0 else ctx.run_dir / f"rank{ctx.rank}-adapters"
+
+
+def steps_per_save(config, ctx: RunContext) -> int:
+    """Checkpoint cadence for this rank: only rank 0's checkpoints are kept, so other ranks
+    save once, at the end, instead of filling the disk with copies."""
+    return config.save_every if ctx.rank == 0 else config.iters + 1
 
 
 def seed_everything(seed: int) -> None:
@@ -756,7 +762,7 @@ def run_grpo(config: GRPOConfig, ctx: RunContext) -> None:
     args = gt.GRPOTrainingArgs(
         batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
         steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=config.save_every, adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
+        steps_per_save=steps_per_save(config, ctx), adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
         max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
         gradient_accumulation_steps=config.grad_accumulation_steps,
         group_size=config.group_size, beta=config.beta, epsilon=config.epsilon,

@@ -30,7 +30,7 @@ from ..reporting import RunContext
 from . import Method, register
 from .grpo import (RLCallback, RLTrainingConfig, RolloutRecorder, build_optimizer, grpo_datasets,
                    initial_weights, load_policy, output_dir, patched, resolve_data, reward_args,
-                   seed_everything, train_with_store, write_adapter_config)
+                   seed_everything, steps_per_save, train_with_store, write_adapter_config)
 
 ROUTES = ("token", "sequence")
 KL_ESTIMATORS = ("mc", "topk", "binary", "full")
@@ -145,7 +145,7 @@ def run_klpo(config: KLPOConfig, ctx: RunContext) -> None:
     args = kt.KLPOTrainingArgs(
         batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
         steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=config.save_every, adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
+        steps_per_save=steps_per_save(config, ctx), adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
         max_seq_length=config.max_seq_length, max_completion_length=config.max_completion_length,
         grad_checkpoint=config.grad_checkpoint, gradient_accumulation_steps=config.grad_accumulation_steps,
         beta=config.beta, route=config.route, kl_estimator=config.kl_estimator,
