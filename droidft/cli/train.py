@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import typing
 import sys
+import typing
 
 from .. import jobs
 from .common import follow
