@@ -224,7 +224,7 @@ class RLHFReinforceConfig(OnlineConfig):
     beta: float = 0.01
 
 
-TRAINERS = {  # method -> (trainer module, train fn, args class, evaluate fn, value/grad helper)
+TRAINERS = {  # method -> (trainer module, train function, training args class, evaluate function)
     "online_dpo": ("online_dpo_trainer", "train_online_dpo", "OnlineDPOTrainingArgs", "evaluate_online_dpo"),
     "xpo": ("xpo_trainer", "train_xpo", "XPOTrainingArgs", "evaluate_xpo"),
     "ppo": ("ppo_trainer", "train_ppo", "PPOTrainingArgs", "evaluate_ppo"),

@@ -2,7 +2,7 @@
 
 Those trainers build their judge inside every step from module-level classes, pass the
 judged pairs to module-level helpers, and report through the `TrainingCallback`. droidft
-swaps in, for the length of a run (see `patches`):
+swaps in, for the length of a run (`online.run_online`):
 
 - the judge classes (`LLMPairwiseJudge`, `HumanPairwiseJudge`, `LLMPPOJudge`) -> classes
   that ask a `droidft.judges` judge through a `JudgeSession`, which also writes each judged
