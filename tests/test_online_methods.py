@@ -79,6 +79,7 @@ def test_every_new_method_is_registered_valid_by_default_and_round_trips():
     (OnlineDPOConfig, {"beta": 0}, "beta must be > 0 for online_dpo"),
     (OnlineDPOConfig, {"reward_functions": ["nope"]}, "unknown reward function(s) nope"),
     (XPOConfig, {"alpha": []}, "alpha must be a non-empty list"),
+    (XPOConfig, {"alpha": [0.1, 0.2, 0.3], "iters": 2}, "alpha has 3 values but the run has 2 steps"),
     (PPOConfig, {"epsilon": 0}, "epsilon must be > 0"),
     (RLHFReinforceConfig, {"temperature": 0}, "temperature must be > 0"),
     (KLPOConfig, {"kl_estimator": "exact"}, "kl_estimator must be one of mc, topk, binary, full"),

@@ -183,6 +183,10 @@ class XPOConfig(_PairwiseConfig):
         if not (out and self.type_problems()):
             if not self.alpha or not all(isinstance(a, (int, float)) and a >= 0 for a in self.alpha):
                 out.append("alpha must be a non-empty list of numbers >= 0, e.g. [1e-5]")
+            elif isinstance(self.iters, int) and len(self.alpha) > self.iters:
+                # mlx-lm-lora divides the run into len(alpha) parts: more parts than steps divide by 0
+                out.append(f"alpha has {len(self.alpha)} values but the run has {self.iters} steps: "
+                           "give at most one value per step")
         return out
 
     def mlx_lm_lora_args(self, model_path, data_path, adapter_path):
