@@ -29,6 +29,7 @@ BENCHES = {  # name -> (script, what it measures[, arguments])
     "generate": ("bench_generate.py", "generation tokens/s vs stock `mlx_lm generate`"),
     "fusion": ("bench_fusion.py", "adapter fusion throughput"),
     "distributed": ("bench_distributed.py", "1 vs 2 local ranks (correctness, not speed, on one machine)"),
+    "methods": ("bench_methods_demo.py", "each method added with issue 14 on the demo task, before -> after"),
 }
 
 

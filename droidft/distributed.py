@@ -163,6 +163,10 @@ def run_rank(run_id: str) -> int:
         raise
     finally:
         writer.close()
+        if rank != 0:  # the RL trainers' own saves on this rank (methods.grpo.output_dir)
+            import shutil
+
+            shutil.rmtree(run_dir / f"rank{rank}-adapters", ignore_errors=True)
 
 
 def check_hosts(hosts: list[str], paths_needed: list[str], timeout: float = 5.0) -> list[dict]:

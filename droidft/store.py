@@ -117,6 +117,13 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("dataset", "VARCHAR"), ("artifact_id", "VARCHAR"), ("run_id", "VARCHAR"),
         ("created_at", "DOUBLE"), ("results", "VARCHAR"),
     ],
+    # pairs an online run (judge: human) waits on; status pending -> decided | skipped | expired
+    "judgments": [
+        ("id", "VARCHAR PRIMARY KEY"), ("run_id", "VARCHAR"), ("step", "BIGINT"),
+        ("created_at", "DOUBLE"), ("deadline", "DOUBLE"), ("prompt", "VARCHAR"),
+        ("completion_a", "VARCHAR"), ("completion_b", "VARCHAR"), ("status", "VARCHAR"),
+        ("choice", "INTEGER"), ("decided_by", "VARCHAR"), ("decided_at", "DOUBLE"),
+    ],
 }
 RUN_COLUMNS = tuple(c for c, _ in SCHEMA["runs"])
 _JSON_COLUMNS = {"runs": ("config", "extra"), "artifacts": ("meta",), "samples": ("meta",),
@@ -510,7 +517,7 @@ def list_runs(status: str | tuple | None = None, method: str | None = None,
 def delete_run(run_id: str) -> None:
     """Forget a run everywhere in the database (its files are the caller's business)."""
     with _write() as con:
-        for table in ("metrics", "events", "samples", "artifacts", "evaluations"):
+        for table in ("metrics", "events", "samples", "artifacts", "evaluations", "judgments"):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         con.execute("DELETE FROM runs WHERE id = ?", [run_id])
 
@@ -671,6 +678,52 @@ def evaluations(target: str | None = None, run_id: str | None = None) -> list[di
     sql = "SELECT * FROM evaluations" + (" WHERE " + " AND ".join(where) if where else "")
     with connect() as con:
         return _rows(con.execute(sql + " ORDER BY created_at DESC", params), "evaluations")
+
+
+# --------------------------------------------------------------------------- human judgments
+
+def add_judgments(run_id: str, step: int, pairs: list[tuple[str, str, str]], deadline: float) -> list[str]:
+    """Pairs (prompt, completion a, completion b) a person is asked to judge; returns ids."""
+    now, ids = time.time(), [_new_id("pair") for _ in pairs]
+    with _write() as con:
+        _insert_columns(con, "judgments", ["id", "run_id", "step", "created_at", "deadline", "prompt",
+                                           "completion_a", "completion_b", "status"],
+                        [(i, run_id, int(step), now, float(deadline), p, a, b, "pending")
+                         for i, (p, a, b) in zip(ids, pairs)])
+    return ids
+
+
+def judgments(run_id: str | None = None, ids: list[str] | None = None, status: str | None = None,
+              limit: int = 100) -> list[dict]:
+    """Judgment rows (oldest first) of a run, or with these ids, optionally of one status."""
+    where, params = [], []
+    for cond, value in (("run_id = ?", run_id), ("list_contains(?, id)", ids), ("status = ?", status)):
+        if value is not None:
+            where.append(cond)
+            params.append(value)
+    sql = "SELECT * FROM judgments" + (" WHERE " + " AND ".join(where) if where else "")
+    with connect() as con:
+        return _rows(con.execute(sql + " ORDER BY created_at, id LIMIT ?", params + [int(limit)]))
+
+
+def decide_judgment(judgment_id: str, choice: int | None, by: str) -> bool:
+    """Record a person's choice (0 = a, 1 = b, None = cannot tell) while the pair is still
+    pending and before its deadline; False when it was already decided or has expired."""
+    with _write() as con:
+        hit = con.execute(
+            "UPDATE judgments SET status = ?, choice = ?, decided_by = ?, decided_at = ? "
+            "WHERE id = ? AND status = 'pending' AND deadline > ? RETURNING id",
+            ["decided" if choice is not None else "skipped", choice, by, time.time(), judgment_id,
+             time.time()]).fetchall()
+    return bool(hit)
+
+
+def close_judgments(ids: list[str], status: str = "expired") -> int:
+    """Close the still-pending ones of `ids` (the worker stopped waiting); returns how many."""
+    with _write() as con:
+        return len(con.execute("UPDATE judgments SET status = ?, decided_at = ? WHERE "
+                               "list_contains(?, id) AND status = 'pending' RETURNING id",
+                               [status, time.time(), list(ids)]).fetchall())
 
 
 # --------------------------------------------------------------------------- page queries

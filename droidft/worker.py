@@ -64,6 +64,9 @@ def run(run_id: str) -> str:
     try:
         config = methods.config_from_dict(record["config"])
         ctx.step_offset = config.start_step
+        from .methods.internals import require
+
+        require(config.method)  # a changed mlx-lm(-lora) internal: say which, before loading
         if config.world_size() > 1:
             from .distributed import lead
 

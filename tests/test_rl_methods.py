@@ -108,7 +108,7 @@ def test_method_variants_set_the_mlx_lm_lora_options_they_stand_for():
     (CPOConfig, {"reference_model": "demo"}, "cpo uses no reference model"),
     (ORPOConfig, {"reference_model": "demo"}, "orpo uses no reference model"),
     (ORPOConfig, {"batch_size": 0, "learning_rate": 0}, "batch_size must be a whole number >= 1"),
-    (GSPOConfig, {"hosts": ["127.0.0.1", "10.0.0.7"]}, "gspo trains on one machine"),
+    (DPOConfig, {"hosts": ["127.0.0.1", "10.0.0.7"]}, "dpo trains on one machine"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(cls, changes, fragment):
     problems = cls(**changes).problems()

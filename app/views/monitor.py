@@ -6,6 +6,7 @@ import time
 import streamlit as st
 
 from charts import series_chart
+from judge_panel import judge_panel
 from common import (
     POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, run_label, show_error,
     status_badge, viewer_note)
@@ -127,6 +128,9 @@ def live(run_id: str) -> None:
     if watchers := also_watching(run_id):
         st.caption(f":material/visibility: {watchers}")
 
+    if current.get("status") in jobs.ACTIVE:
+        judge_panel(run_id, current)
+
     latest = us.latest_values(frame)
     tiles = st.columns(5)
     tiles[0].metric("Train loss", us.fmt_number(latest.get("train_loss")))
@@ -166,11 +170,13 @@ def live(run_id: str) -> None:
         samples, logs = st.columns(2)
         with samples:
             st.markdown("**Latest samples**")
-            for s in list(reversed(rows))[:3]:
+            for s in list(reversed(rows))[:4 if config.get("judge") else 3]:  # online: two pairs
                 with st.container(border=True):
-                    reward = s.get("reward")
+                    reward, meta = s.get("reward"), s.get("meta") or {}
                     st.caption(f"step {s.get('step', '?')}"
-                               + (f" · reward {reward:.3g}" if isinstance(reward, (int, float)) else ""))
+                               + (f" · reward {reward:.3g}" if isinstance(reward, (int, float)) else "")
+                               + (f" · {meta['verdict']} by the {meta.get('judge', '?')} judge"
+                                  if isinstance(meta, dict) and meta.get("verdict") else ""))
                     if s.get("prompt"):
                         st.markdown(f"**Prompt:** {str(s['prompt'])[:400]}")
                     st.text(str(s.get("completion") or "")[:1200])

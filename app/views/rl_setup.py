@@ -1,5 +1,7 @@
-"""RL setup: GRPO / GSPO / Dr.GRPO / DAPO and DPO / ORPO / CPO. The form is built from the
-selected method's config dataclass, so every method the engine registers gets one."""
+"""RL setup: the GRPO family, KLPO, DPO / ORPO / CPO / DSLA, FTPO and the online methods
+(online DPO, XPO, PPO, RLHF-REINFORCE with a reward, model or human judge). The form is
+built from the selected method's config dataclass, so every method the engine registers
+gets one."""
 
 import streamlit as st
 
@@ -9,8 +11,10 @@ from droidft import jobs, methods
 from droidft import studio as us
 
 st.title("RL and preference training")
-st.caption("Reinforcement learning from rewards (GRPO family) or from preferred/rejected answer "
-           "pairs (DPO, ORPO, CPO). Usually run after a supervised fine-tune.")
+st.caption("Reinforcement learning from rewards (GRPO family, KLPO), from preferred/rejected answer "
+           "pairs (DPO, ORPO, CPO, DSLA, FTPO), or online: the model writes two answers and a judge "
+           "(reward functions, a model, or you in the Monitor) picks one. Usually run after a "
+           "supervised fine-tune.")
 
 available = [m for m in (call(methods.available, doing="list the training methods", default=[]) or [])
              if m.family != "sft"]
@@ -24,8 +28,9 @@ names = [m.name for m in available]
 wanted = st.query_params.get("method")
 if wanted in names and "rl.method" not in st.session_state:
     st.session_state["rl.method"] = wanted
+LABELS = {"dr_grpo": "Dr.GRPO", "online_dpo": "Online DPO", "rlhf_reinforce": "RLHF-REINFORCE"}
 method_name = st.segmented_control("Method", names, key="rl.method", default=names[0], required=True,
-                                   format_func=lambda n: n.upper().replace("DR_GRPO", "Dr.GRPO"))
+                                   format_func=lambda n: LABELS.get(n, n.upper()))
 method = next(m for m in available if m.name == (method_name or names[0]))
 st.caption(method.description or (method.config_class.__doc__ or "").strip().split("\n\n")[0])
 
@@ -77,6 +82,9 @@ if model:
     if keys:
         choices["lora_parameters.keys"] = keys
 
+if "judge" in config_class.field_names():
+    st.caption(":material/how_to_vote: With judge **human**, the Monitor shows you each step's two "
+               "answers and the run waits for your choice (up to human timeout, then the fallback).")
 if locked:
     st.caption("Fixed by this method: " + ", ".join(f"{k} = {v}" for k, v in locked.items()))
 values, input_problems = config_form(P, specs, choices_override=choices, skip=skip)

@@ -91,14 +91,17 @@ def chart_groups(names) -> list[tuple[str, list[str], str]]:
         return sorted(n for n in names if re.fullmatch(pattern, n))
 
     take("Loss", ["train_loss", "val_loss"], "loss")
-    take("Reward", matching(r"(train_|val_)?total_rewards_mean") + ["reward_mean", "reward"], "reward")
+    take("Reward", matching(r"(train_|val_)?total_rewards_mean") + ["reward_mean", "reward"]
+         + matching(r"(train|val)_(reward_mean|judge_reward_mean|rewards)"), "reward")
+    take("Judged pairs", matching(r"train_(pairs_judged|pairs_skipped|judge_fallbacks|human_judged)"), "pairs")
     take("Reward per function", [n for n in matching(r"(train|val)_.+_mean") if not re.search(
-        r"grouped_rewards|generated_tokens|logits|logps|kl", n)], "reward")
+        r"grouped_rewards|generated_tokens|logits|logps|kl|advantages|ratios", n)], "reward")
     take("Preference rewards", matching(r"(train|val)_(chosen|rejected)_reward"), "reward")
     take("Preference accuracy and margin", matching(r"(train|val)_(accuracies|margins)"), "value")
     take("KL divergence", matching(r"(train_|val_)?kl"), "KL")
     take("Completion length", matching(r"(train|val)_(average|min|max)_generated_tokens"), "tokens")
-    take("Clipping", matching(r".*clip_ratio.*"), "share clipped")
+    take("Clipping", matching(r".*clip_(ratio|fraction).*"), "share clipped")
+    take("Next-token wins", matching(r"(train|val)_(chosen_win|margin_win)"), "share")
     take("Learning rate", ["learning_rate"], "learning rate")
     take("Tokens per second", ["tokens_per_second"], "tokens/s")
     take("Peak memory", ["peak_memory_gb"], "GB")
