@@ -9,7 +9,7 @@ import re
 import pytest
 
 from helpers import wait_for
-from test_journeys import LONG, shot, wait_app_idle
+from test_journeys import LONG, choose, shot, wait_app_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -29,9 +29,7 @@ def test_a_person_judges_three_pairs_and_the_run_goes_on(server, server_home, pa
     wait_app_idle(page, timeout=LONG)
     for label, value in (("Iters", 3), ("Batch size", 1), ("Max completion length", 8)):
         set_number(page, label, value)
-    page.get_by_label("Judge", exact=True).click()  # Streamlit's select box: open, then pick
-    page.get_by_role("option", name="human", exact=True).click()
-    wait_app_idle(page)
+    choose(page, "Judge", "human")
     shot(page, "6a-online-dpo-human-judge-setup")
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url(re.compile(r".*/monitor\?run=.+"), timeout=120_000)

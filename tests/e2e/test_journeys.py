@@ -36,6 +36,25 @@ def wait_app_idle(page, timeout=120_000):
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 
 
+def choose(page, label: str, option: str, attempts: int = 5) -> None:
+    """Pick `option` in Streamlit's select box `label`: open it, click the option. A rerun
+    that lands between the two closes the list again, so open it again until the option shows."""
+    for attempt in range(attempts):
+        wait_app_idle(page)
+        page.get_by_label(label, exact=True).click()
+        item = page.get_by_role("option", name=option, exact=True)
+        try:
+            item.wait_for(timeout=10_000)
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
+            continue
+        item.click()
+        wait_app_idle(page)
+        return
+
+
 def assert_two_answers(page) -> None:
     """Compare shows one column per model, each with its answer above a 'tokens/s' caption."""
     columns = page.locator("[data-testid='stColumn']").filter(has_text="tokens/s")
