@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import blas, disk, methods, paths, store
+from . import blas, disk, methods, paths, security, store
 from . import data as datasets
 from .estimate import run_needs_bytes
 from .models import resolve_model
@@ -51,6 +51,7 @@ def count_rows(path: Path) -> int:
 def start(config, *, parent_id: str | None = None) -> str:
     """Validate `config`, record the run and spawn its worker. Returns the run id."""
     methods.get(config.method)
+    security.check_run_paths(config)  # LAN mode: nothing outside the allowed folders is even read
     config.validate()
     model_path = resolve_model(config.model)
     data_dir = _check_data(config)

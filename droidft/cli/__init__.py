@@ -5,7 +5,7 @@ the run id as their last line. Bad input exits non-zero with one clear line.
 
 One module per command group, each with `add_commands(subparsers)`:
 models (demo-model), train (train METHOD), data (sample-data), rewards, inference
-(generate, compare), fusion (fuse), evaluate (eval), security (set-password), runs (runs,
+(generate, compare), fusion (fuse), evaluate (eval), security (set-password, unlock), runs (runs,
 show, metrics, logs, stop, resume, command). `python -m droidft.cli` runs `main`.
 """
 
