@@ -293,9 +293,9 @@ def test_the_split_in_place_check_compares_whole_path_parts(demo_model):
     """A dataset in `datasets-x` is not inside `datasets`: splitting it makes a new dataset."""
     from streamlit.testing.v1 import AppTest
 
-    from droidft import ui_support as us
+    from droidft import data as datasets
 
-    lookalike = paths.home() / (us.datasets_dir().name + "-x") / "mine"
+    lookalike = paths.home() / (datasets.datasets_dir().name + "-x") / "mine"
     lookalike.mkdir(parents=True)
     (lookalike / "train.jsonl").write_text("".join('{"text": "row %d"}\n' % i for i in range(20)))
     app = str(paths.REPO_ROOT / "app" / "Home.py")
@@ -306,7 +306,7 @@ def test_the_split_in_place_check_compares_whole_path_parts(demo_model):
     assert any("saved as a new dataset" in c.value for c in at.caption), [c.value for c in at.caption]
     at.button(key="data.split").click().run()
     assert not (lookalike / "valid.jsonl").exists(), "the original was split in place"
-    assert [p.name for p in us.datasets_dir().iterdir()] == ["mine-split"]
+    assert [p.name for p in datasets.datasets_dir().iterdir()] == ["mine-split"]
 
 
 def test_the_environment_hash_replaces_the_files(monkeypatch):

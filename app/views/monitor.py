@@ -7,8 +7,8 @@ import streamlit as st
 
 from charts import series_chart
 from common import (
-    POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, run_label, show_error,
-    status_badge, viewer_note)
+    POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, require_role, run_label,
+    show_error, status_badge, viewer_note)
 from droidft import jobs, store
 from droidft import studio as us
 
@@ -49,6 +49,7 @@ with actions:
         if buttons.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not allowed("stop"),
                           help=viewer_note("stop") or "Ends training after the current step and saves the adapter."):
             with attempt("stop the run"):
+                require_role("stop")
                 jobs.stop(run_id)
                 st.toast("Stop requested: the run saves its adapter and ends.")
     else:
@@ -56,6 +57,7 @@ with actions:
                 "Resume", icon=":material/play_circle:", key="resume", disabled=not allowed("resume"),
                 help=viewer_note("resume") or "Continues from the last checkpoint as a new, linked run."):
             with attempt("resume the run"):
+                require_role("resume")
                 new_id = jobs.resume(run_id)
                 st.query_params["run"] = new_id
                 st.rerun()
