@@ -364,30 +364,35 @@ PATH_FIELDS = ("resume_adapter_file", "hostfile", "reward_file", "warm_start")
 MODEL_FIELDS = ("model", "reference_model")
 
 
-def check_run_paths(config) -> None:
-    """In LAN mode, every path a run will read must lie under the allowed roots: its model
-    (and reference model) and dataset as they resolve (a name like `x/../..` included), and
-    each path field of its config. `jobs.start` calls this before anything reads them."""
-    if not lan_mode():
+def check_field_path(name: str, value, method: str | None = None) -> None:
+    """In LAN mode, refuse (AccessDenied) a config field's path outside the allowed roots: a
+    path field as typed, a model or dataset both as typed and as it resolves (a model name
+    like `x/../..` resolves under the models folder to anywhere). Other fields pass."""
+    if not lan_mode() or not isinstance(value, str) or not value.strip() or value.strip() == "demo":
         return
-    from .data import resolve_dataset
-    from .models import resolve_model
+    value = value.strip()
+    if name in PATH_FIELDS:
+        check_path(value)
+        return
+    if name not in MODEL_FIELDS + ("data",):
+        return
+    if Path(value).expanduser().exists():
+        check_path(value)  # as typed first: resolving reads the folder, and its errors list it
+    if name == "data":
+        from .data import resolve_dataset
 
-    def given(name):
-        value = getattr(config, name, None)
-        return value.strip() if isinstance(value, str) and value.strip() else None
+        check_path(resolve_dataset(value, method=method))
+    else:
+        from .models import resolve_model
 
-    for name in PATH_FIELDS:
-        if given(name):
-            check_path(given(name))
-    for name in MODEL_FIELDS + ("data",):
-        value = given(name)
-        if not value or value == "demo":
-            continue
-        if Path(value).expanduser().exists():
-            check_path(value)  # as typed first: resolving reads the folder, and its errors list it
-        resolve = resolve_model if name != "data" else lambda v: resolve_dataset(v, method=config.method)
-        check_path(resolve(value))
+        check_path(resolve_model(value))
+
+
+def check_run_paths(config) -> None:
+    """In LAN mode, every path a run will read must lie under the allowed roots (see
+    `check_field_path`). `jobs.start` calls this before anything reads them."""
+    for name in PATH_FIELDS + MODEL_FIELDS + ("data",):
+        check_field_path(name, getattr(config, name, None), method=config.method)
 
 
 def custom_code_allowed() -> bool:

@@ -250,3 +250,29 @@ def test_streamlit_floor_is_the_release_that_enforces_disabled():
     import streamlit
 
     assert Version(streamlit.__version__) >= Version("1.61")
+
+
+# -- paths typed into the forms ------------------------------------------------------------------------------
+
+
+def test_typed_paths_outside_the_allowed_folders_are_not_read(lan, monkeypatch, tmp_path):
+    """Even the owner's form does not read a file outside the allowed folders to check it:
+    not the function names of a reward file, not the hosts of a hostfile."""
+    monkeypatch.setenv("DROIDFT_ALLOW_CUSTOM_CODE", "1")
+    reward_file = tmp_path / "rewards.py"
+    reward_file.write_text("def secret_reward_name(prompts, completions, answer, types=None):\n    return []\n")
+    hostfile = tmp_path / "hosts.json"
+    hostfile.write_text('[{"ssh": "secret-host!", "ips": []}]')
+
+    at = signed_in(OWNER, "views/rl_setup.py")
+    at.text_input(key="rl.grpo.reward_file").input(str(reward_file)).run()
+    at.run()  # the reward list reads the file named on the previous run
+    shown = " ".join(str(e.value) for e in at.error)
+    assert "outside the folders" in shown, shown
+    assert "secret_reward_name" not in at.multiselect(key="rl.grpo.rewards").options
+    assert at.button(key="rl.grpo.start").disabled
+
+    at = signed_in(OWNER, "views/sft_setup.py")
+    at.text_input(key="sft.hostfile").input(str(hostfile)).run()
+    shown = " ".join(str(e.value) for e in at.error)
+    assert "outside the folders" in shown and "secret-host" not in shown, shown

@@ -5,7 +5,7 @@ import streamlit as st
 
 from common import allowed, attempt, call, goto, link, lora_keys, require_role, viewer_note
 from forms import config_form, init_state, model_and_data
-from droidft import jobs, methods
+from droidft import jobs, methods, security
 from droidft import studio as us
 
 st.title("RL and preference training")
@@ -47,6 +47,10 @@ if has_rewards:
     from droidft import rewards
 
     reward_file = st.session_state.get(f"{P}.reward_file") or None
+    try:  # LAN mode: not even the names in a file outside the allowed folders (the form says why)
+        security.check_field_path("reward_file", reward_file)
+    except security.AccessDenied:
+        reward_file = None
     options = call(rewards.available, reward_file, doing="list reward functions", default=None)
     if options is None:
         options = call(rewards.available, doing="list reward functions", default=[]) or []
@@ -79,7 +83,7 @@ if model:
 
 if locked:
     st.caption("Fixed by this method: " + ", ".join(f"{k} = {v}" for k, v in locked.items()))
-values, input_problems = config_form(P, specs, choices_override=choices, skip=skip)
+values, input_problems = config_form(P, specs, choices_override=choices, skip=skip, method=method.name)
 values.update(reward_values)
 values.update(model=model or "", data=data or "", name=name.strip() or None)
 config, problems = us.build_config(config_class, values)

@@ -45,7 +45,7 @@ if model_path is not None:
     if keys:
         choices["lora_parameters.keys"] = keys
 
-values, input_problems = config_form(P, specs, choices_override=choices)
+values, input_problems = config_form(P, specs, choices_override=choices, method="sft")
 values.update(model=model or "", data=data or "", name=name.strip() or None)
 config, problems = us.build_config(SFTConfig, values)
 problems = input_problems + problems
