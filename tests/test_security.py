@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -339,3 +340,47 @@ def test_lan_mode_has_one_meaning(monkeypatch):
         assert security.lan_mode() is lan, value
         assert rewards.custom_code_allowed() is (not lan), value
         assert security.custom_code_allowed() is (not lan), value
+
+
+def test_serve_lan_makes_a_certificate_once_and_uses_https(tmp_path):
+    import argparse
+    import subprocess
+
+    from droidft import tls
+    from droidft.cli import serve as cli
+
+    def args(**kw):
+        return argparse.Namespace(**{"lan": False, "plain_http": False, "cert": None, "key": None,
+                                     "port": 8600, **kw})
+
+    cmd, env, lines = cli.serve_command(args())
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1" and env["DROIDFT_LAN"] == "0"
+    assert "--server.sslCertFile" not in cmd
+
+    cmd, env, lines = cli.serve_command(args(lan=True))
+    cert, key = (Path(cmd[cmd.index(flag) + 1]) for flag in ("--server.sslCertFile", "--server.sslKeyFile"))
+    assert cert == paths.home() / "tls" / "cert.pem" and env["DROIDFT_LAN"] == "1"
+    assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    text = "\n".join(lines)
+    assert "made a self-signed certificate" in text and tls.fingerprint(cert) in text
+    assert any(line.startswith("droidft: https://") for line in lines)
+    shown = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-fingerprint", "-sha256",
+                            "-ext", "subjectAltName"], capture_output=True, text=True, check=True).stdout
+    assert tls.fingerprint(cert) in shown  # the fingerprint visitors compare is openssl's own
+    for address in ["127.0.0.1"] + tls.lan_addresses():
+        assert f"IP Address:{address}" in shown
+    before = tls.fingerprint(cert)
+    _, _, lines = cli.serve_command(args(lan=True))
+    assert "made a" not in "\n".join(lines) and tls.fingerprint(cert) == before, "made once, then kept"
+
+    own_cert, own_key = tls.make_self_signed(tmp_path / "mine")
+    cmd, _, lines = cli.serve_command(args(lan=True, cert=str(own_cert), key=str(own_key)))
+    assert cmd[cmd.index("--server.sslCertFile") + 1] == str(own_cert)
+    assert tls.fingerprint(own_cert) in "\n".join(lines)
+    with pytest.raises(ValueError, match="both --cert and --key"):
+        cli.serve_command(args(lan=True, cert=str(own_cert)))
+    with pytest.raises(ValueError, match="add --lan"):
+        cli.serve_command(args(plain_http=True))
+    cmd, _, lines = cli.serve_command(args(lan=True, plain_http=True))
+    assert "--server.sslCertFile" not in cmd and "clear text" in "\n".join(lines)
