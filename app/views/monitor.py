@@ -126,6 +126,8 @@ def live(run_id: str) -> None:
         st.progress(progress.fraction, text=progress.text)
     if entry["busy"]:
         st.caption("The run database is busy; retrying.")
+    if note := jobs.silence(current):  # alive but silent: hung, paused or unable to write
+        st.warning(note, icon=":material/hourglass_disabled:")
     if watchers := also_watching(run_id):
         st.caption(f":material/visibility: {watchers}")
 
