@@ -10,6 +10,13 @@ long a new report takes to show in a tab. At the end it prints the growth per mi
 
     python bench/bench_soak.py [--minutes 60] [--after 10] [--tabs 3] [--every 30]
 
+`--scaling` measures instead how the server's memory depends on the run's length and the
+number of tabs, each on a fresh server: tabs on the Monitor of a running run whose store
+already holds 2,000 / 20,000 / 100,000 metric rows (written here as the worker writes them;
+what the dashboard holds depends on the rows, not on who wrote them).
+
+    python bench/bench_soak.py --scaling [--rows 2000,20000,100000] [--tab-counts 1,3] [--settle 60]
+
 Nothing here passes or fails; read the numbers (docs/BENCHMARKS.md, "Soak").
 """
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -116,15 +124,74 @@ def report_to_tab_seconds(page, run_id: str, samples: int = 5) -> float | None:
     return statistics.median(lat) if lat else None
 
 
+def browser_mb() -> float | None:
+    """Resident memory of the Chromium processes this bench started (all tabs)."""
+    total = 0.0
+    for pid in descendants(os.getpid()):
+        try:
+            if "chrom" in Path(f"/proc/{pid}/comm").read_text():
+                total += rss_mb(pid) or 0.0
+        except OSError:
+            continue
+    return total or None
+
+
+def scaling(row_counts: list[int], tab_counts: list[int], settle: float) -> None:
+    """Server memory with `tabs` Monitor tabs on a running run of `rows` metric rows, each on a
+    fresh server, against the same server with no tab open."""
+    from bench_dashboard import live_run
+
+    from droidft import store
+
+    names = ("train_loss", "learning_rate", "tokens_per_second", "peak_memory_gb", "trained_tokens")
+    print(f"{'rows':>8} {'tabs':>4} {'server MB, after one visit':>27} {'with tabs':>10} {'per tab':>8} {'browser MB':>11}")
+    for rows in row_counts:
+        with tempfile.TemporaryDirectory(prefix="droidft-soak-") as home:
+            os.environ["DROIDFT_HOME"] = home
+            rid, holder = live_run()
+            now = time.time()
+            steps = rows // len(names)
+            store.add_metrics([(rid, s, n, 1.0 / s, now - steps + s) for s in range(1, steps + 1) for n in names])
+            try:
+                for tabs in tab_counts:
+                    with dashboard_in_chromium() as (url, browser, server):
+                        warm = browser.new_page()  # one Monitor visit first: imports and caches loaded
+                        warm.goto(f"{url}/monitor?run={rid}")
+                        warm.get_by_text("Train loss").first.wait_for(timeout=300_000)
+                        warm.close()
+                        time.sleep(35)  # its session is gone (presence forgets it after 30 s)
+                        base = rss_mb(server.pid)
+                        pages = []
+                        for _ in range(tabs):
+                            page = browser.new_page()
+                            page.goto(f"{url}/monitor?run={rid}")
+                            page.get_by_text("Train loss").first.wait_for(timeout=300_000)
+                            pages.append(page)
+                        time.sleep(settle)
+                        full = rss_mb(server.pid)
+                        print(f"{rows:>8,} {tabs:>4} {base:>27.1f} {full:>10.1f} {(full - base) / tabs:>8.1f} "
+                              f"{browser_mb() or 0:>11.0f}", flush=True)
+            finally:
+                holder.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scaling", action="store_true", help="memory against run length and tabs instead")
+    ap.add_argument("--rows", default="2000,20000,100000", help="with --scaling: metric rows of the run")
+    ap.add_argument("--tab-counts", default="1,3", help="with --scaling: tabs to open")
+    ap.add_argument("--settle", type=float, default=60.0, help="with --scaling: seconds the tabs poll")
     ap.add_argument("--minutes", type=float, default=60.0, help="how long the run trains while watched")
     ap.add_argument("--after", type=float, default=10.0, help="minutes the tabs stay after the run ends")
     ap.add_argument("--tabs", type=int, default=3)
     ap.add_argument("--every", type=float, default=30.0, help="seconds between memory samples")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench_soak: terminated"))  # still stop what it started
     if not Path(CHROMIUM).exists():
         sys.exit(f"bench_soak needs Chromium at {CHROMIUM} (DROIDFT_CHROMIUM)")
+    if args.scaling:
+        scaling([int(n) for n in args.rows.split(",")], [int(n) for n in args.tab_counts.split(",")], args.settle)
+        return
 
     with tempfile.TemporaryDirectory(prefix="droidft-soak-") as home:
         os.environ["DROIDFT_HOME"] = home
@@ -150,11 +217,11 @@ def main() -> None:
                 row = {"min": (time.monotonic() - t0) / 60, "phase": phase,
                        "rows": len(store.metrics(run_id)), "server": rss_mb(server.pid),
                        "worker": rss_mb(run.get("pid"), children=True) if run["status"] in jobs.ACTIVE else None,
-                       "fds": open_files(server.pid), "threads": threads(server.pid)}
+                       "fds": open_files(server.pid), "threads": threads(server.pid), "browser": browser_mb()}
                 samples.append(row)
                 worker = f"{row['worker']:8.1f}" if row["worker"] else "       -"
                 print(f"{row['min']:6.1f} {phase:8} {row['rows']:>8} {row['server']:10.1f} {worker} "
-                      f"{row['fds'] or '-':>6} {row['threads'] or '-':>7}", flush=True)
+                      f"{row['fds'] or '-':>6} {row['threads'] or '-':>7} {row['browser'] or 0:>10.0f}", flush=True)
 
             def latency(label: str) -> None:
                 tab = report_to_tab_seconds(pages[0], run_id) if label.startswith("running") else None
@@ -162,7 +229,7 @@ def main() -> None:
                 print(f"       poll, {label}: Monitor page run {page_s * 1000:.0f} ms (server, AppTest)"
                       + (f", report -> tab {tab:.2f} s" if tab is not None else ""), flush=True)
 
-            print("   min phase        rows  server MB worker MB   fds  threads")
+            print("   min phase        rows  server MB worker MB   fds  threads browser MB")
             sample("running")
             latency("running, start")
             deadline = t0 + args.minutes * 60
@@ -198,7 +265,8 @@ def main() -> None:
         print(f"\nsummary ({args.tabs} tabs): metric rows +{rows_per_min:,.0f}/min while running; "
               f"server {run_rows[0]['server']:.0f} -> {run_rows[-1]['server']:.0f} MB "
               f"({slope(run_rows, 'server'):+.2f} MB/min running, {slope(after, 'server'):+.2f} MB/min after); "
-              f"worker {slope(run_rows, 'worker'):+.2f} MB/min; server open files "
+              f"worker {slope(run_rows, 'worker'):+.2f} MB/min; browser {slope(run_rows, 'browser'):+.2f} MB/min; "
+              f"server open files "
               f"{run_rows[0]['fds']} -> {after[-1]['fds'] if after else run_rows[-1]['fds']}")
         if rows_per_min > 0:
             print(f"         server growth per 1,000 metric rows: "

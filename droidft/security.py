@@ -312,8 +312,10 @@ def sign_in(password: str, client: str | None) -> SignIn:
 def unlock(address: str | None = None) -> list[str]:
     """Forget wrong-password waits (`droidft unlock`): every address's and the overall one,
     or only `address`'s. Returns the addresses whose record was cleared ('*' = overall)."""
+    wanted = "local" if address is not None and is_loopback(address) else address
+
     def clear(record, now):
-        keys = [k for k in record if address is None or k == address]
+        keys = [k for k in record if wanted is None or k == wanted]
         for k in keys:
             record.pop(k)
         return keys

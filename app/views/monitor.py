@@ -74,9 +74,15 @@ if run.get("status") == "failed" and run.get("error"):
 
 
 # -- the live part --------------------------------------------------------------------------
+CHART_POINTS = 1000  # per series: a chart of a days-long run is as light as one of minutes
+
+
 def _poll(run_id: str) -> dict:
-    """Everything new since the last poll, merged into what this session already holds."""
+    """Everything new since the last poll, merged into what this session already holds (a
+    bounded history: us.thin_history). Only the run on screen is kept."""
     cache = st.session_state.setdefault("monitor_cache", {})
+    for other in [k for k in cache if k != run_id]:
+        del cache[other]
     entry = cache.get(run_id) or {"frame": None, "last_time": None, "run": None, "events": [],
                                   "samples": [], "artifacts": [], "busy": False, "checked": 0.0}
     since = entry["last_time"] - 5.0 if entry["last_time"] else None  # overlap; merge dedupes
@@ -87,7 +93,7 @@ def _poll(run_id: str) -> dict:
         cache[run_id] = entry
         return entry
     entry["busy"] = False
-    entry["frame"] = us.merge_metrics(entry["frame"], snap.get("metrics"))
+    entry["frame"] = us.thin_history(us.merge_metrics(entry["frame"], snap.get("metrics")))
     if len(entry["frame"]):
         entry["last_time"] = float(entry["frame"]["time"].max())
     entry["run"] = snap.get("run") or entry["run"]
@@ -146,11 +152,12 @@ def live(run_id: str) -> None:
                 icon=":material/hourglass_top:")
     else:
         groups = us.chart_groups(set(frame["name"]))
+        drawn = us.downsample(frame, max_points=CHART_POINTS, by=("name",))
         cols = st.columns(2)
         for i, (title, names, y_title) in enumerate(groups):
             with cols[i % 2]:
                 st.markdown(f"**{title}**")
-                st.altair_chart(series_chart(frame, names, y_title=y_title, labels=us.series_labels(names),
+                st.altair_chart(series_chart(drawn, names, y_title=y_title, labels=us.series_labels(names),
                                              zero=y_title in ("GB", "tokens/s", "tokens")),
                                 width="stretch", key=f"chart_{title}")
 
