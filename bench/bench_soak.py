@@ -124,6 +124,17 @@ def report_to_tab_seconds(page, run_id: str, samples: int = 5) -> float | None:
     return statistics.median(lat) if lat else None
 
 
+def slope(rows: list[dict], key: str) -> float:
+    """Least-squares growth of `key` per minute over samples {'min': ..., key: ...}: robust to one
+    noisy sample at either end."""
+    pts = [(r["min"], r[key]) for r in rows if r.get(key) is not None]
+    if len(pts) < 2 or pts[-1][0] == pts[0][0]:
+        return 0.0
+    mx = statistics.mean(p[0] for p in pts)
+    my = statistics.mean(p[1] for p in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
 def browser_mb() -> float | None:
     """Resident memory of the Chromium processes this bench started (all tabs)."""
     total = 0.0
@@ -136,7 +147,7 @@ def browser_mb() -> float | None:
     return total or None
 
 
-def scaling(row_counts: list[int], tab_counts: list[int], settle: float) -> None:
+def scaling(row_counts: list[int], tab_counts: list[int], settle: float, every: float = 30.0) -> None:
     """Server memory with `tabs` Monitor tabs on a running run of `rows` metric rows, each on a
     fresh server, against the same server with no tab open."""
     from bench_dashboard import live_run
@@ -167,8 +178,17 @@ def scaling(row_counts: list[int], tab_counts: list[int], settle: float) -> None
                             page.goto(f"{url}/monitor?run={rid}")
                             page.get_by_text("Train loss").first.wait_for(timeout=300_000)
                             pages.append(page)
-                        time.sleep(settle)
-                        full = rss_mb(server.pid)
+                        seen = []  # memory while the tabs poll a run whose length does not change
+                        end = time.monotonic() + settle
+                        while time.monotonic() < end:
+                            time.sleep(min(every, max(0.0, end - time.monotonic())))
+                            seen.append({"min": (settle - (end - time.monotonic())) / 60, "mb": rss_mb(server.pid)})
+                        full = seen[-1]["mb"]
+                        if len(seen) > 3:
+                            half = seen[len(seen) // 2:]
+                            print(f"         steady {tabs} tab(s), {rows:,} rows: {half[0]['mb']:.1f} -> "
+                                  f"{half[-1]['mb']:.1f} MB, {slope(half, 'mb'):+.2f} MB/min over the last "
+                                  f"{half[-1]['min'] - half[0]['min']:.1f} of {settle / 60:.1f} min", flush=True)
                         print(f"{rows:>8,} {tabs:>4} {base:>27.1f} {full:>10.1f} {(full - base) / tabs:>8.1f} "
                               f"{browser_mb() or 0:>11.0f}", flush=True)
             finally:
@@ -185,12 +205,16 @@ def main() -> None:
     ap.add_argument("--after", type=float, default=10.0, help="minutes the tabs stay after the run ends")
     ap.add_argument("--tabs", type=int, default=3)
     ap.add_argument("--every", type=float, default=30.0, help="seconds between memory samples")
+    ap.add_argument("--steps-per-report", type=int, default=None,
+                    help="the run's report cadence (default: the demo preset's); 1 grows the store "
+                         "10x faster, as a faster machine would")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench_soak: terminated"))  # still stop what it started
     if not Path(CHROMIUM).exists():
         sys.exit(f"bench_soak needs Chromium at {CHROMIUM} (DROIDFT_CHROMIUM)")
     if args.scaling:
-        scaling([int(n) for n in args.rows.split(",")], [int(n) for n in args.tab_counts.split(",")], args.settle)
+        scaling([int(n) for n in args.rows.split(",")], [int(n) for n in args.tab_counts.split(",")], args.settle,
+                min(args.every, args.settle))
         return
 
     with tempfile.TemporaryDirectory(prefix="droidft-soak-") as home:
@@ -199,6 +223,8 @@ def main() -> None:
         from droidft import ui_support as us
 
         config = us.demo_config().replace(name="soak", iters=10**7, steps_per_eval=10**7, save_every=10**7)
+        if args.steps_per_report:
+            config = config.replace(steps_per_report=args.steps_per_report)
         run_id = jobs.start(config)
         print(f"soak: run {run_id} ({config.steps_per_report} steps per report), {args.tabs} tabs, "
               f"{args.minutes:g} min running + {args.after:g} min after; home {home}")
@@ -251,15 +277,6 @@ def main() -> None:
 
         run_rows = [s for s in samples if s["phase"] == "running"]
         after = [s for s in samples if s["phase"] == "ended"]
-
-        def slope(rows, key) -> float:
-            pts = [(r["min"], r[key]) for r in rows if r[key] is not None]
-            if len(pts) < 2 or pts[-1][0] == pts[0][0]:
-                return 0.0
-            # least squares: robust to one noisy sample at either end
-            mx = statistics.mean(p[0] for p in pts)
-            my = statistics.mean(p[1] for p in pts)
-            return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
         rows_per_min = slope(run_rows, "rows")
         print(f"\nsummary ({args.tabs} tabs): metric rows +{rows_per_min:,.0f}/min while running; "
