@@ -220,7 +220,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="droidft-soak-") as home:
         os.environ["DROIDFT_HOME"] = home
         from droidft import jobs, store
-        from droidft import ui_support as us
+        from droidft import studio as us
 
         config = us.demo_config().replace(name="soak", iters=10**7, steps_per_eval=10**7, save_every=10**7)
         if args.steps_per_report:

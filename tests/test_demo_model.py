@@ -81,7 +81,7 @@ def test_exact_match_reads_chat_and_completion_rows(loaded):
 
 
 def test_build_is_idempotent(demo_model, monkeypatch):
-    import droidft.demo_model as dm
+    import droidft.models.demo as dm
 
     weights = demo_model / "model.safetensors"
     before = weights.stat().st_mtime_ns

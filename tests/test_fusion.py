@@ -48,7 +48,7 @@ def stock_update(adapter, module: str) -> np.ndarray:
     if key not in _STOCK:
         from mlx_lm import load
 
-        from droidft.demo_model import demo_model_path
+        from droidft.models.demo import demo_model_path
 
         model, _ = load(str(demo_model_path()), adapter_path=key)
         _STOCK[key] = {name: np.array(layer.fuse().weight) - np.array(layer.linear.weight)

@@ -321,7 +321,7 @@ def test_warm_start_adapter_starts_training_and_is_the_kl_reference(tmp_path, de
     from safetensors.numpy import load_file
 
     from droidft.methods.grpo import initial_weights, load_reference
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     warm = random_lora_adapter(demo_model, tmp_path / "warm", rank=4, scale=10.0, seed=3)
     config = GRPOConfig(**TINY_GRPO, warm_start=str(warm))

@@ -103,7 +103,7 @@ def test_1_demo_finetune_from_home_to_a_completed_run(server, page):
     page.wait_for_timeout(1500)
     shot(page, "1b-monitor-completed")
     assert grew, f"the loss chart never grew (points {first_points} -> {points_end}; {first_text})"
-    from droidft import ui_support as us
+    from droidft import studio as us
 
     iters = us.demo_config().iters
     assert f"step {iters} / {iters}" in progress_text(page), progress_text(page)
