@@ -8,7 +8,7 @@ and, on a freshly started server, runs a deep-linked page without this script.)
 
 import streamlit as st
 
-from common import PAGES, presence_beacon, role, show_error, sign_in_gate
+from common import PAGES, presence_beacon, role, show_error, sign_in_gate, sign_out_button
 
 st.set_page_config(page_title="droidft", page_icon=":material/model_training:", layout="wide")
 
@@ -28,6 +28,7 @@ navigation = st.navigation({
 sign_in_gate()
 if role() == "viewer":
     st.sidebar.caption("Signed in as a viewer: watch runs, compare answers.")
+sign_out_button()
 with st.sidebar:
     presence_beacon(navigation.url_path or "home", st.query_params.get("run"))
 try:

@@ -3,6 +3,7 @@
 Usage: python bench/run_all.py [--only train,store,...]
 Each bench script measures its ratios side by side within one run; this only runs
 them in turn (never in parallel: they would skew each other) and keeps the output.
+The hour-long soak runs only when named: --only soak (or with the others).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ BENCHES = {  # name -> (script, what it measures[, arguments])
     "fusion": ("bench_fusion.py", "adapter fusion throughput"),
     "distributed": ("bench_distributed.py", "1 vs 2 local ranks (correctness, not speed, on one machine)"),
     "methods": ("bench_methods_demo.py", "each method added with issue 14 on the demo task, before -> after"),
+    "soak": ("bench_soak.py", "an hour of three Monitor tabs on a live run, then ten minutes after: memory over time"),
 }
+ONLY_WHEN_NAMED = {"soak"}  # 70 minutes
 
 
 def main() -> None:
@@ -38,7 +41,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated subset of: " + ", ".join(BENCHES))
     parser.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
     args = parser.parse_args()
-    chosen = args.only.split(",") if args.only else list(BENCHES)
+    chosen = args.only.split(",") if args.only else [b for b in BENCHES if b not in ONLY_WHEN_NAMED]
 
     sections, targets = [], []
     loads = [os.getloadavg()[0]]

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import blas, disk, methods, paths, store
+from . import blas, disk, methods, paths, security, store
 from . import data as datasets
 from .estimate import run_needs_bytes
 from .models import resolve_model
@@ -26,6 +26,10 @@ from .run_files import STOP_FILE
 ACTIVE = ("queued", "running")
 TERMINAL = ("completed", "failed", "stopped")
 STARTUP_GRACE_S = 120  # a queued run with no live worker after this long has failed
+# A worker's writer thread beats the heartbeat every second, even mid-step (MLX releases the
+# GIL while it computes): this much silence from a live worker means it is hung, paused or
+# cannot write (DROIDFT_SILENT_AFTER_S).
+SILENT_AFTER_S = 120.0
 
 
 class RunError(ValueError):
@@ -51,6 +55,7 @@ def count_rows(path: Path) -> int:
 def start(config, *, parent_id: str | None = None) -> str:
     """Validate `config`, record the run and spawn its worker. Returns the run id."""
     methods.get(config.method)
+    security.check_run_paths(config)  # LAN mode: nothing outside the allowed folders is even read
     config.validate()
     model_path = resolve_model(config.model)
     data_dir = _check_data(config)
@@ -152,6 +157,31 @@ def reap() -> list[str]:
         if store.update_run_if(run["id"], ACTIVE, status="failed", ended_at=now, error=error):
             reaped.append(run["id"])
     return reaped
+
+
+def silence(run: dict, now: float | None = None) -> str | None:
+    """What to tell the user when a running run's worker is alive but has not beaten its
+    heartbeat for SILENT_AFTER_S (a dead one is reaped instead); None when all is well."""
+    if run.get("status") != "running":
+        return None
+    now = time.time() if now is None else now
+    quiet = now - (run.get("heartbeat_at") or run.get("started_at") or now)
+    try:
+        limit = float(os.environ.get("DROIDFT_SILENT_AFTER_S", SILENT_AFTER_S))
+    except ValueError:
+        limit = SILENT_AFTER_S
+    if quiet < limit or not pid_alive(run.get("pid"), run["id"]):
+        return None
+    try:
+        full = disk.free_bytes(paths.home()) < disk.min_free_bytes()
+    except OSError:
+        full = False
+    cause = ("the disk holding the droidft home is full, so it cannot write; free some space"
+             if full else "it may be hung or paused")
+    pid = run.get("pid")
+    return (f"The training process (pid {pid}) is alive but has not reported for {quiet / 60:.0f} min "
+            f"{quiet % 60:02.0f} s: {cause}. Stop asks it to end; if it stays silent, `kill -9 {pid}` "
+            "ends it (the run is then marked failed, and Resume continues from its last checkpoint).")
 
 
 def list_runs(**filters) -> list[dict]:

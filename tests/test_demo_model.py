@@ -81,13 +81,16 @@ def test_exact_match_reads_chat_and_completion_rows(loaded):
     assert exact_match(model, tokenizer, [exact_row]) == 1.0
 
 
-def test_the_shipped_model_is_current_so_nothing_is_built(demo_model):
+def test_the_shipped_model_is_current_so_nothing_is_built(demo_model, monkeypatch):
     """A fresh clone has the demo model: data/droidft-demo matches the recipe and corpus (after
     changing them, run scripts/make_demo_model.py and commit its output)."""
+    import droidft.models.demo as dm
+
     assert demo_model == SHIPPED_DIR
     assert is_built(SHIPPED_DIR), "data/droidft-demo is stale: run scripts/make_demo_model.py"
     weights = demo_model / "model.safetensors"
     before = weights.stat().st_mtime_ns
+    monkeypatch.setattr(dm, "_build_into", lambda *a, **k: pytest.fail("an up-to-date model was rebuilt"))
     assert build_demo_model(demo_model) == demo_model  # up to date: returns without building
     assert weights.stat().st_mtime_ns == before
 

@@ -1,5 +1,7 @@
 """Data-parallel training through mlx.launch: two local ranks of the ring backend."""
 
+import re
+
 import pytest
 
 from droidft import jobs, store
@@ -66,7 +68,18 @@ def test_stop_reaches_every_rank(demo_model):
     jobs.stop(run_id)
     run = jobs.wait(run_id, timeout=120)
     assert run["status"] == "stopped", run.get("error")
-    assert store.artifacts(run_id, kind="final_adapter")
+    final = store.artifacts(run_id, kind="final_adapter")[0]["step"]
+    # Every rank ended its own loop after the same step, the one the saved adapter holds.
+    from droidft import paths
+
+    last = {}
+    for rank in (0, 1):
+        log = (paths.run_dir(run_id) / f"rank{rank}.log").read_text()
+        ends = re.findall(r"stop requested: ending training after step (\d+)", log)
+        assert len(ends) == 1, (rank, log[-2000:])
+        last[rank] = int(ends[0])
+    assert last == {0: final, 1: final} and 0 < final < 100000, (last, final)
+    assert max(r["step"] for r in store.metrics(run_id, names=["train_loss"])) <= final
 
 
 def test_machine_checks_and_rank_status(demo_model, tmp_path):

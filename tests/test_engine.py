@@ -107,18 +107,27 @@ def test_sigkill_is_reaped_with_log_lines_and_resume_continues(demo_model):
 
 
 def test_resume_of_a_stopped_run_trains_only_what_is_left(demo_model):
-    run_id = jobs.start(quick(iters=40, save_every=5, steps_per_report=1))
-    wait_for(lambda: store.metrics(run_id, names=["train_loss"]), timeout=120)
-    jobs.stop(run_id)
-    run = jobs.wait(run_id, timeout=120)
-    if run["status"] == "completed":
-        pytest.skip("the run finished before the stop landed")
+    total, every = 60, 5
+    run_id = jobs.start(quick(iters=total, save_every=every, steps_per_report=1))
+    adapters = jobs.paths.run_dir(run_id) / "adapters"
+    checkpoints = lambda: [int(p.name[:7]) for p in adapters.glob("*_adapters.safetensors")]  # noqa: E731
+    wait_for(checkpoints, timeout=300, poll=0.01)  # the trainer's own files: no reporting delay
+    pid = store.get_run(run_id)["pid"]
+    os.kill(pid, signal.SIGSTOP)  # hold the trainer still while the stop is requested: it lands mid-run
+    try:
+        assert max(checkpoints()) + every < total, "the trainer is not mid-run (no later checkpoint yet)"
+        jobs.stop(run_id)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    run = jobs.wait(run_id, timeout=300)
+    assert run["status"] == "stopped", run.get("error")
     stopped_at = store.artifacts(run_id, kind="final_adapter")[0]["step"]
+    assert 0 < stopped_at < total
     child = jobs.wait(jobs.resume(run_id), timeout=300)
     assert child["status"] == "completed", child.get("error")
-    assert child["config"]["iters"] == 40 - stopped_at
-    last = max(r["step"] for r in store.metrics(child["id"], names=["train_loss"]))
-    assert last == 40
+    assert child["config"]["iters"] == total - stopped_at
+    steps = [r["step"] for r in store.metrics(child["id"], names=["train_loss"])]
+    assert steps == list(range(stopped_at + 1, total + 1))  # every step left, once, up to the last
 
 
 def test_a_resumed_run_continues_the_learning_rate_schedule(demo_model):

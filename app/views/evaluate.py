@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from charts import bar_chart
-from common import adapter_targets, allowed, attempt, call, empty, model_select, models, viewer_note
+from common import (
+    adapter_targets, allowed, attempt, call, empty, model_select, models, require_role, viewer_note)
 from droidft import evaluate, store
 from droidft import studio as us
 from droidft.data import list_datasets
@@ -63,6 +64,7 @@ if st.button("Evaluate", type="primary", icon=":material/play_arrow:", key="ev.g
              help=viewer_note("evaluate")):
     targets = [by_key[k]["value"] for k in picked]
     with attempt("evaluate"), st.status("Evaluating...", expanded=True) as status:
+        require_role("evaluate")
         report = evaluate.evaluate(
             model_path, targets, data=data, suites=suites, include_base=include_base, split=split,
             limit=int(limit), max_tokens=int(max_tokens), pattern=pattern or None,

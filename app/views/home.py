@@ -3,8 +3,8 @@
 import streamlit as st
 
 from common import (
-    allowed, attempt, call, empty, goto, link, machine, presence, run_line, status_text, viewer_note,
-    who_is_connected)
+    allowed, attempt, call, empty, goto, link, machine, presence, require_role, run_line, status_text,
+    viewer_note, who_is_connected)
 from droidft import security
 from droidft import jobs
 from droidft import studio as us
@@ -29,6 +29,7 @@ with st.container(border=True):
                      key="demo_start", width="stretch",
                      disabled=not allowed("start"), help=viewer_note("start")):
             with attempt("start the demo fine-tune"), st.spinner("Starting the demo run..."):
+                require_role("start")
                 run_id = jobs.start(us.demo_config())
                 goto("monitor", run=run_id)
         st.caption("Then: Monitor shows the loss live · Compare shows base vs fine-tuned answers.")

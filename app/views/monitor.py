@@ -8,8 +8,8 @@ import streamlit as st
 from charts import series_chart
 from judge_panel import judge_panel
 from common import (
-    POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, run_label, show_error,
-    status_badge, viewer_note)
+    POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, require_role, run_label,
+    show_error, status_badge, viewer_note)
 from droidft import jobs, store
 from droidft import studio as us
 
@@ -50,6 +50,7 @@ with actions:
         if buttons.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not allowed("stop"),
                           help=viewer_note("stop") or "Ends training after the current step and saves the adapter."):
             with attempt("stop the run"):
+                require_role("stop")
                 jobs.stop(run_id)
                 st.toast("Stop requested: the run saves its adapter and ends.")
     else:
@@ -57,6 +58,7 @@ with actions:
                 "Resume", icon=":material/play_circle:", key="resume", disabled=not allowed("resume"),
                 help=viewer_note("resume") or "Continues from the last checkpoint as a new, linked run."):
             with attempt("resume the run"):
+                require_role("resume")
                 new_id = jobs.resume(run_id)
                 st.query_params["run"] = new_id
                 st.rerun()
@@ -73,9 +75,15 @@ if run.get("status") == "failed" and run.get("error"):
 
 
 # -- the live part --------------------------------------------------------------------------
+CHART_POINTS = 1000  # per series: a chart of a days-long run is as light as one of minutes
+
+
 def _poll(run_id: str) -> dict:
-    """Everything new since the last poll, merged into what this session already holds."""
+    """Everything new since the last poll, merged into what this session already holds (a
+    bounded history: us.thin_history). Only the run on screen is kept."""
     cache = st.session_state.setdefault("monitor_cache", {})
+    for other in [k for k in cache if k != run_id]:
+        del cache[other]
     entry = cache.get(run_id) or {"frame": None, "last_time": None, "run": None, "events": [],
                                   "samples": [], "artifacts": [], "busy": False, "checked": 0.0}
     since = entry["last_time"] - 5.0 if entry["last_time"] else None  # overlap; merge dedupes
@@ -86,7 +94,7 @@ def _poll(run_id: str) -> dict:
         cache[run_id] = entry
         return entry
     entry["busy"] = False
-    entry["frame"] = us.merge_metrics(entry["frame"], snap.get("metrics"))
+    entry["frame"] = us.thin_history(us.merge_metrics(entry["frame"], snap.get("metrics")))
     if len(entry["frame"]):
         entry["last_time"] = float(entry["frame"]["time"].max())
     entry["run"] = snap.get("run") or entry["run"]
@@ -125,6 +133,8 @@ def live(run_id: str) -> None:
         st.progress(progress.fraction, text=progress.text)
     if entry["busy"]:
         st.caption("The run database is busy; retrying.")
+    if note := jobs.silence(current):  # alive but silent: hung, paused or unable to write
+        st.warning(note, icon=":material/hourglass_disabled:")
     if watchers := also_watching(run_id):
         st.caption(f":material/visibility: {watchers}")
 
@@ -146,11 +156,12 @@ def live(run_id: str) -> None:
                 icon=":material/hourglass_top:")
     else:
         groups = us.chart_groups(set(frame["name"]))
+        drawn = us.downsample(frame, max_points=CHART_POINTS, by=("name",))
         cols = st.columns(2)
         for i, (title, names, y_title) in enumerate(groups):
             with cols[i % 2]:
                 st.markdown(f"**{title}**")
-                st.altair_chart(series_chart(frame, names, y_title=y_title, labels=us.series_labels(names),
+                st.altair_chart(series_chart(drawn, names, y_title=y_title, labels=us.series_labels(names),
                                              zero=y_title in ("GB", "tokens/s", "tokens")),
                                 width="stretch", key=f"chart_{title}")
 

@@ -5,9 +5,9 @@ gets one."""
 
 import streamlit as st
 
-from common import allowed, attempt, call, goto, link, lora_keys, viewer_note
+from common import allowed, attempt, call, goto, link, lora_keys, require_role, viewer_note
 from forms import config_form, init_state, model_and_data
-from droidft import jobs, methods
+from droidft import jobs, methods, security
 from droidft import studio as us
 
 st.title("RL and preference training")
@@ -52,6 +52,10 @@ if has_rewards:
     from droidft import rewards
 
     reward_file = st.session_state.get(f"{P}.reward_file") or None
+    try:  # LAN mode: not even the names in a file outside the allowed folders (the form says why)
+        security.check_field_path("reward_file", reward_file)
+    except security.AccessDenied:
+        reward_file = None
     options = call(rewards.available, reward_file, doing="list reward functions", default=None)
     if options is None:
         options = call(rewards.available, doing="list reward functions", default=[]) or []
@@ -87,7 +91,7 @@ if "judge" in config_class.field_names():
                "answers and the run waits for your choice (up to human timeout, then the fallback).")
 if locked:
     st.caption("Fixed by this method: " + ", ".join(f"{k} = {v}" for k, v in locked.items()))
-values, input_problems = config_form(P, specs, choices_override=choices, skip=skip)
+values, input_problems = config_form(P, specs, choices_override=choices, skip=skip, method=method.name)
 values.update(reward_values)
 values.update(model=model or "", data=data or "", name=name.strip() or None)
 config, problems = us.build_config(config_class, values)
@@ -105,4 +109,5 @@ if problems:
 if st.button("Start training", type="primary", icon=":material/play_arrow:",
              disabled=bool(problems) or not allowed("start"), help=viewer_note("start"), key=f"{P}.start"):
     with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
+        require_role("start")
         goto("monitor", run=jobs.start(config))

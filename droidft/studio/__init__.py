@@ -19,7 +19,7 @@ Estimates (memory, time, disk) are engine code: `droidft.estimate`.
 from .format import (STATUS_COLORS, STATUS_ICONS, fmt_ago, fmt_count, fmt_device, fmt_duration,
                      fmt_number, fmt_time, short_blas, short_path, strip_ansi)
 from .frames import (chart_groups, downsample, latest_values, merge_metrics, metrics_frame,
-                     series_labels, weight_table_frame)
+                     series_labels, thin_history, weight_table_frame)
 from .progress import Progress, run_progress
 from .forms import (GROUPS, HELP, MANAGED_FIELDS, FieldSpec, build_config, field_display_value,
                     field_specs, get_dotted, parse_field, set_dotted)
@@ -33,7 +33,7 @@ from .pickers import adapter_choices, demo_prompt, normalized, same_base
 __all__ = [
     "fmt_duration", "fmt_ago", "fmt_time", "fmt_count", "fmt_number", "strip_ansi", "short_path",
     "short_blas", "fmt_device", "STATUS_ICONS", "STATUS_COLORS",
-    "metrics_frame", "merge_metrics", "downsample", "latest_values", "chart_groups",
+    "metrics_frame", "merge_metrics", "downsample", "thin_history", "latest_values", "chart_groups",
     "series_labels", "weight_table_frame",
     "Progress", "run_progress",
     "HELP", "GROUPS", "MANAGED_FIELDS", "FieldSpec", "field_specs", "parse_field",

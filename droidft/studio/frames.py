@@ -61,6 +61,26 @@ def downsample(frame, max_points: int = 1500, by=("run_id", "name")):
     return pd.concat(parts, ignore_index=True) if parts else frame
 
 
+def thin_history(frame, recent: int = 2000, older: int = 2000):
+    """Bound what a page holds for a long run: per metric, the newest `recent` rows as they are
+    and at most `older` evenly spaced rows of everything before (the first one included). A
+    chart of it looks the same; a run of days no longer makes every poll of every watching tab
+    cost memory and time in proportion to its length."""
+    import numpy as np
+    import pandas as pd
+
+    if frame is None or len(frame) <= recent + older:
+        return frame
+    parts = []
+    for _, group in frame.groupby("name", sort=False):
+        if len(group) > recent + older:
+            head = group.iloc[:-recent]
+            idx = np.unique(np.linspace(0, len(head) - 1, older).round().astype(int))
+            group = pd.concat([head.iloc[idx], group.iloc[-recent:]])
+        parts.append(group)
+    return pd.concat(parts).sort_values(["step", "time"], kind="stable").reset_index(drop=True)
+
+
 def latest_values(frame) -> dict[str, float]:
     """The newest value of every metric name in a frame."""
     if frame is None or len(frame) == 0:
