@@ -72,3 +72,74 @@ def test_quantised_base_is_4_bit(built):
     assert config["quantization"]["bits"] == 4
     size = (built["qwen3-4bit"] / "model.safetensors").stat().st_size
     assert size < (built["qwen3"] / "model.safetensors").stat().st_size / 3
+
+
+# -- the matrix: every architecture through every kind of training, generation and fusion ------
+
+from droidft import jobs, paths  # noqa: E402
+
+PREF_DEMO = paths.DATA_DIR / "demo" / "preference"
+TINY = dict(iters=2, batch_size=2, steps_per_report=1, steps_per_eval=2, save_every=2, val_batches=1,
+            learning_rate=1e-3)
+
+
+def _tiny_configs(model: str):
+    from droidft.config import LoraParameters, SFTConfig
+    from droidft.methods.grpo import GRPOConfig
+    from droidft.methods.preference import DPOConfig
+
+    lora = LoraParameters(rank=4, scale=10.0)
+    return {"sft": SFTConfig(model=model, data="demo", mask_prompt=True, lora_parameters=lora, **TINY),
+            "dpo": DPOConfig(model=model, data=str(PREF_DEMO), lora_parameters=lora, **TINY),
+            "grpo": GRPOConfig(model=model, data="demo", group_size=2, max_completion_length=6,
+                               lora_parameters=lora, **TINY)}
+
+
+def _training_tokens(model_path, config, row: int = 0):
+    """(tokens, prompt length) of one training row exactly as the SFT worker builds them."""
+    import types
+
+    from mlx_lm.tuner.datasets import load_dataset
+    from mlx_lm.utils import load_tokenizer
+
+    from droidft.data import resolve_dataset
+
+    data_dir = resolve_dataset(config.data, method="sft")
+    args = types.SimpleNamespace(**config.mlx_lm_args(str(model_path), str(data_dir), "/nonexistent"))
+    train_set, _, _ = load_dataset(args, load_tokenizer(model_path))
+    return train_set.process(train_set[row]), train_set[row]
+
+
+@pytest.mark.parametrize("name", matrix_names())
+def test_matrix_sft_dpo_grpo_generate_fuse(built, name):
+    import mlx.core as mx
+
+    from droidft import fusion, inference, store
+
+    path = built[name]
+    runs = {method: jobs.start(config) for method, config in _tiny_configs(str(path)).items()}
+    for method, run_id in runs.items():  # three workers at once: the matrix stays a few minutes
+        run = jobs.wait(run_id, timeout=600)
+        assert run["status"] == "completed", (name, method, run.get("error"), jobs.log_tail(run_id))
+        assert any(m["name"] == "train_loss" for m in store.metrics(run_id)), (name, method)
+        assert run["adapter_path"], (name, method)
+
+    # The prompt Compare sends is exactly the prompt part the SFT run trained on (mask_prompt).
+    config = _tiny_configs(str(path))["sft"]
+    (tokens, offset), row = _training_tokens(path, config)
+    loaded = inference.load(str(path), [runs["sft"]])
+    prompt = inference.prompt_tokens(loaded.tokenizer, row["messages"][:-1])
+    assert 0 < offset == len(prompt) < len(tokens) and tokens[:offset] == prompt
+    results = inference.compare(str(path), [runs["sft"], runs["dpo"], runs["grpo"]], row["messages"][:-1],
+                                sampling=inference.Sampling.greedy(), max_tokens=6)
+    assert [r.target for r in results][0] == "base" and len(results) == 4
+    assert all(r.generation_tokens >= 1 for r in results)
+
+    # Fusing the SFT adapter into the weights gives the same logits as base + adapter.
+    fused = fusion.fuse([runs["sft"]], to="model", out=paths.home() / f"fused-{name}", record=False)
+    from mlx_lm import load
+
+    model, _ = load(str(fused.out))
+    x = mx.array([prompt])
+    want, got = loaded.model(x), model(x)
+    assert mx.allclose(want, got, atol=2e-3, rtol=2e-3).item(), float(mx.abs(want - got).max())
