@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 import os
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 SEARCH_DEADLINE_S = 2.0  # a page waits no longer than this for search results
 INFO_DEADLINE_S = 5.0  # repo details before a download
@@ -80,7 +83,7 @@ def parse_repo(text: str) -> tuple[str, str | None]:
 
 # --------------------------------------------------------------------------- deadlines, cache
 
-_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="droidft-hub")
+_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="droidft-hub")
 _lock = threading.Lock()
 _cache: dict[tuple, tuple[float, object]] = {}
 _down: dict[str, tuple[float, str]] = {}  # endpoint -> (when, reason)
@@ -98,9 +101,43 @@ def _reason(exc: BaseException) -> str:
 
 
 def _is_network_error(exc: BaseException) -> bool:
+    """No answer at all (no network, refused, timed out, offline mode); an HTTP error status
+    is an answer, handled by the caller."""
+    if getattr(exc, "response", None) is not None:
+        return False
     name = type(exc).__name__
-    return isinstance(exc, (FutureTimeout, OSError)) or any(
+    return isinstance(exc, (FutureTimeout, ConnectionError, TimeoutError)) or any(
         k in name for k in ("Connect", "Timeout", "Network", "OfflineMode", "Protocol", "Proxy"))
+
+
+class _QuietInOurThreads(logging.Filter):
+    """huggingface_hub logs each retry of a failed request as a warning; in droidft's Hub
+    threads the caller already got one line (HubUnavailable), so those are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not threading.current_thread().name.startswith("droidft-hub")
+
+
+logging.getLogger("huggingface_hub.utils._http").addFilter(_QuietInOurThreads())
+
+
+def _probe(ep: str, seconds: float) -> None:
+    """A TCP connect to the endpoint: no network, no DNS, refused or dropped connections show
+    here at once (huggingface_hub would retry them for ~20 s). Skipped behind a proxy, where
+    only the proxy knows the way."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                       "ALL_PROXY", "all_proxy")):
+        return
+    parts = urlsplit(ep)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=seconds).close()
+    except socket.gaierror:
+        raise ConnectionError("no network (the name does not resolve)") from None
+    except ConnectionRefusedError:
+        raise ConnectionError("connection refused") from None
+    except (socket.timeout, TimeoutError):
+        raise ConnectionError("no answer in time") from None
 
 
 def with_deadline(fn, seconds: float):
@@ -114,14 +151,17 @@ def with_deadline(fn, seconds: float):
         down = _down.get(ep)
     if down and time.monotonic() - down[0] < DOWN_TTL_S:
         raise HubUnavailable(offline_message(down[1]))
-    future = _pool.submit(fn)
+    tic = time.monotonic()
     try:
-        result = future.result(timeout=seconds)
+        _probe(ep, seconds)
+        future = _pool.submit(fn)
+        result = future.result(timeout=max(0.1, seconds - (time.monotonic() - tic)))
     except BaseException as exc:  # noqa: BLE001 - sorted below
         if _is_network_error(exc):
+            reason = str(exc) if isinstance(exc, ConnectionError) and str(exc) else _reason(exc)
             with _lock:
-                _down[ep] = (time.monotonic(), _reason(exc))
-            raise HubUnavailable(offline_message(_reason(exc))) from None
+                _down[ep] = (time.monotonic(), reason)
+            raise HubUnavailable(offline_message(reason)) from None
         raise
     with _lock:
         _down.pop(ep, None)
