@@ -519,3 +519,36 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def remove(model: str) -> Path:
+    """Delete a pulled model (its whole Hugging Face cache folder: every revision, partial
+    downloads) or a model droidft made (its folder under the models folder); returns what was
+    deleted. The demo model, LM Studio's models and typed folders are not droidft's to delete,
+    nor a model an active run or download is using."""
+    import shutil
+
+    from .jobs import ACTIVE as RUN_ACTIVE
+    from .jobs import list_runs
+
+    name = (model or "").strip()
+    if name in ("", "demo"):
+        raise DownloadError("The demo model is built in; it cannot be removed.")
+    if "/" in name and not name.startswith(("/", ".", "~")):
+        repo_id, _ = parse_repo(name)
+        folder = storage_folder(repo_id)
+        if any(j.get("repo_id") == repo_id for j in list_jobs(status=ACTIVE)):
+            raise DownloadError(f"{repo_id} is downloading; cancel the download first.")
+    else:
+        folder = paths.models_dir() / name
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or not folder.is_dir():
+            raise DownloadError(f"No model '{name}' in droidft's models folder; `droidft models list` "
+                                "shows what can be removed (pulled hub ids and models droidft made).")
+    if not folder.is_dir():
+        raise DownloadError(f"{name} is not downloaded; nothing to remove.")
+    resolved = folder.resolve()
+    for run in list_runs(status=RUN_ACTIVE):
+        if str(run.get("model") or "").startswith(str(resolved)) or str(run.get("model") or "").startswith(str(folder)):
+            raise DownloadError(f"Run {run['id']} is training on {name}; stop it before removing the model.")
+    shutil.rmtree(folder)
+    return folder

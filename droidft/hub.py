@@ -320,6 +320,7 @@ class RepoCheck:
     files: list[RepoFile]  # the files a pull fetches
     all_files: list[str]
     problem: str | None = None  # why droidft cannot train it (None: it can)
+    config: dict | None = None  # its config.json, when asked for (with_config)
 
     @property
     def download_bytes(self) -> int:
@@ -384,9 +385,12 @@ def weights_problem(repo_id: str, names: list[str], model_type: str | None) -> s
     return f"{repo_id} holds no model weights droidft can use (no model*.safetensors)."
 
 
-def check_repo(repo_id: str, revision: str | None = None, *, deadline: float = INFO_DEADLINE_S) -> RepoCheck:
+def check_repo(repo_id: str, revision: str | None = None, *, deadline: float = INFO_DEADLINE_S,
+               with_config: bool = False) -> RepoCheck:
     """Repo details for a pull: commit, the files to fetch and their sizes, and any reason the
-    model cannot be trained. Gated, private and missing repos raise HubError with what to do."""
+    model cannot be trained (`with_config`: its config.json too, for a memory estimate; it goes
+    into the Hugging Face cache, where the pull finds it). Gated, private and missing repos
+    raise HubError with what to do."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -410,7 +414,27 @@ def check_repo(repo_id: str, revision: str | None = None, *, deadline: float = I
     files = [RepoFile(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None, s.blob_id)
              for s in siblings if wanted(s.rfilename)]
     problem = weights_problem(repo_id, names, model.model_type)
-    return RepoCheck(repo_id, revision, info.sha, model, files, names, problem)
+    config = None
+    if with_config and "config.json" in names and not (model.gated and not has_token()):
+        config = with_deadline(lambda: _read_config(repo_id, info.sha), deadline)
+        model.model_type = model.model_type or config.get("model_type")
+        problem = problem or weights_problem(repo_id, names, model.model_type)
+    return RepoCheck(repo_id, revision, info.sha, model, files, names, problem, config)
+
+
+def _read_config(repo_id: str, commit: str) -> dict:
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    path = hf_hub_download(repo_id, "config.json", revision=commit, endpoint=endpoint(),
+                           cache_dir=cache or str(Path(os.environ.get("HF_HOME") or Path.home() / ".cache"
+                                                       / "huggingface") / "hub"))
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        raise HubError(f"{repo_id}'s config.json is not valid JSON.") from None
 
 
 def gated_message(repo_id: str) -> str:

@@ -28,7 +28,8 @@ from . import paths
 
 ROLES = ("owner", "viewer")
 # What a viewer may not do; the owner may do everything.
-OWNER_ONLY = {"start", "stop", "resume", "delete", "upload", "fuse", "evaluate", "split", "sample-data"}
+OWNER_ONLY = {"start", "stop", "resume", "delete", "upload", "fuse", "evaluate", "split", "sample-data",
+              "download"}
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 # Sign-in throttling: a client may get FREE_FAILURES passwords wrong within WINDOW seconds;
@@ -236,6 +237,9 @@ def require(role: str | None, action: str) -> None:
 def allowed_roots() -> list[Path]:
     roots = [paths.DATA_DIR, paths.home(), Path.home() / ".cache" / "huggingface",
              Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio"]
+    # where huggingface_hub really keeps models, when moved (pulled models live there)
+    roots += [Path(os.environ[k]).expanduser() for k in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+              if os.environ.get(k)]
     extra = os.environ.get("DROIDFT_ALLOWED_ROOTS", "")
     roots += [Path(p) for p in extra.split(os.pathsep) if p]
     return [r.resolve() for r in roots]
