@@ -140,6 +140,19 @@ def _probe(ep: str, seconds: float) -> None:
         raise ConnectionError("no answer in time") from None
 
 
+def _retry_if_client_closed(fn):
+    """fn(), once more if huggingface_hub's shared HTTP client was closed under it: its retry
+    loop calls close_session() on any ConnectError, in any thread, which breaks requests other
+    threads are making with that client ("Cannot send a request, as the client has been
+    closed"); the next get_session() builds a new one."""
+    try:
+        return fn()
+    except RuntimeError as exc:
+        if "client has been closed" not in str(exc):
+            raise
+        return fn()
+
+
 def with_deadline(fn, seconds: float):
     """fn() on a worker thread, waiting at most `seconds`: a Hub that is down or blackholed
     costs the caller that long at most. Network failures become HubUnavailable and are
@@ -154,8 +167,11 @@ def with_deadline(fn, seconds: float):
     tic = time.monotonic()
     try:
         _probe(ep, seconds)
-        future = _pool.submit(fn)
+        future = _pool.submit(_retry_if_client_closed, fn)
         result = future.result(timeout=max(0.1, seconds - (time.monotonic() - tic)))
+    except FutureTimeout:  # slow, not down: not remembered, and the answer may still arrive
+        raise HubUnavailable(f"The Hugging Face Hub at {ep} gave no answer in time ({seconds:.0f} s); "
+                             "try again in a moment. Local models work as usual.") from None
     except BaseException as exc:  # noqa: BLE001 - sorted below
         if _is_network_error(exc):
             reason = str(exc) if isinstance(exc, ConnectionError) and str(exc) else _reason(exc)
@@ -290,12 +306,13 @@ def search_models(query: str = "", *, sort: str = "downloads", mlx_only: bool = 
         found = api.list_models(search=query.strip() or None, sort=SORTS[sort], limit=limit,
                                 filter=["mlx"] if mlx_only else None, author=author or None,
                                 pipeline_tag="text-generation", expand=SEARCH_EXPAND)
-        return [to_hub_model(info) for info in found]
+        models = [to_hub_model(info) for info in found]
+        with _lock:  # cached here, so an answer that comes after the deadline serves the next search
+            _cache[key] = (time.monotonic(), models)
+        return models
 
     tic = time.monotonic()
     models = with_deadline(fetch, deadline)
-    with _lock:
-        _cache[key] = (time.monotonic(), models)
     return SearchResult(models, cached=False, seconds=time.monotonic() - tic)
 
 

@@ -103,6 +103,17 @@ def test_a_hub_that_never_answers_costs_the_deadline_only(use_hub):
         assert time.monotonic() - tic < 1.5
 
 
+def test_a_slow_answer_is_kept_for_the_next_search(searchable):
+    searchable.delay = 1.5
+    with pytest.raises(hub.HubUnavailable, match="no answer in time"):
+        hub.search_models("tiny", deadline=0.5)
+    searchable.delay = 0
+    time.sleep(2.0)  # the first answer arrives meanwhile and is cached
+    again = hub.search_models("tiny")
+    assert again.cached and len(again.models) == 3
+    assert hub.check_repo("acme/tiny-llama").problem is None  # slow is not down
+
+
 def test_repo_check_lists_the_files_a_pull_fetches(searchable):
     check = hub.check_repo("acme/tiny-llama")
     assert check.commit == searchable.commit("acme/tiny-llama") and check.problem is None
