@@ -118,7 +118,7 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("dataset", "VARCHAR"), ("artifact_id", "VARCHAR"), ("run_id", "VARCHAR"),
         ("created_at", "DOUBLE"), ("results", "VARCHAR"),
     ],
-    # Hub downloads (droidft.download): a job per pull, like a run; never a token in here.
+    # Hub downloads (droidft.models.download): a job per pull, like a run; never a token in here.
     "downloads": [
         ("id", "VARCHAR PRIMARY KEY"), ("repo_id", "VARCHAR"), ("revision", "VARCHAR"),
         ("commit_sha", "VARCHAR"), ("status", "VARCHAR"), ("phase", "VARCHAR"),

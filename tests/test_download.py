@@ -10,8 +10,9 @@ import time
 import pytest
 
 import hub_server
-from droidft import download, store
-from droidft.hub import HubUnavailable
+from droidft import store
+from droidft.models import download
+from droidft.models.hub import HubUnavailable
 from helpers import wait_for
 from hub_server import closed_port_url
 
@@ -146,7 +147,7 @@ def test_hub_down_is_one_line_and_quick(hub, use_hub):
 
 
 def test_malformed_repo_ids_never_reach_the_hub(hub):
-    from droidft.hub import HubError
+    from droidft.models.hub import HubError
 
     for bad in ("acme", "../etc/passwd", "acme/tiny/extra", "a b/c", "acme/tiny; rm -rf /"):
         with pytest.raises(HubError, match="not a Hub model id"):

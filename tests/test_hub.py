@@ -9,8 +9,8 @@ import time
 import pytest
 
 import hub_server
-from droidft import hub
-from droidft.fit import fit_report, fit_summary
+from droidft.models import hub
+from droidft.estimate import fit_report, fit_summary
 from hub_server import closed_port_url
 
 local_hub, use_hub = hub_server.local_hub, hub_server.use_hub  # fixtures
@@ -25,7 +25,7 @@ def fresh_cache():
 
 @pytest.fixture
 def searchable(local_hub, use_hub, demo_model, tmp_path):
-    from droidft.architectures import build_family
+    from droidft.models.architectures import build_family
 
     import mlx.core as mx
 
@@ -92,15 +92,23 @@ def test_refused_connection_is_one_line_and_remembered(searchable, use_hub):
     assert time.monotonic() - tic < 0.1  # remembered: no second wait
 
 
-def test_a_hub_that_never_answers_costs_the_deadline_only(use_hub):
-    with socket.socket() as silent:  # accepts connections (the kernel does) and says nothing
+@pytest.fixture(scope="session")
+def silent_port():
+    """A port that accepts connections (the kernel does) and never answers, open until the
+    session ends: the request left waiting on it stays harmlessly stuck instead of failing later
+    (huggingface_hub's retry of a failed connect closes the client other tests are using)."""
+    with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        use_hub(f"http://127.0.0.1:{silent.getsockname()[1]}")
-        tic = time.monotonic()
-        with pytest.raises(hub.HubUnavailable, match="no answer in time"):
-            hub.search_models("tiny", deadline=1.0)
-        assert time.monotonic() - tic < 1.5
+        yield silent.getsockname()[1]
+
+
+def test_a_hub_that_never_answers_costs_the_deadline_only(use_hub, silent_port):
+    use_hub(f"http://127.0.0.1:{silent_port}")
+    tic = time.monotonic()
+    with pytest.raises(hub.HubUnavailable, match="no answer in time"):
+        hub.search_models("tiny", deadline=1.0)
+    assert time.monotonic() - tic < 1.5
 
 
 def test_a_slow_answer_is_kept_for_the_next_search(searchable):
@@ -167,3 +175,14 @@ def test_fit_an_8b_model_on_16_gb_needs_qlora_and_says_how():
 def test_fit_a_quantised_model_has_only_lora():
     report = fit_report(dict(LLAMA_8B, quantization={"bits": 4, "group_size": 64}), total_gb=16)
     assert [o.method for o in report.options] == ["LoRA (on this quantised base)"]
+
+
+def test_fit_advice_for_the_training_form():
+    from droidft.config import SFTConfig
+    from droidft.estimate import fit_advice
+
+    assert fit_advice(SFTConfig(), LLAMA_8B, total_gb=128) is None
+    advice = fit_advice(SFTConfig(), LLAMA_8B, total_gb=16)
+    assert advice.startswith("This may not fit: about 35.3 GB against a budget of 12.0 GB")
+    assert "4-bit base (QLoRA: quantize_bits 4)" in advice
+    assert "smaller model" in fit_advice(SFTConfig(fine_tune_type="full"), LLAMA_8B, total_gb=16)

@@ -144,11 +144,12 @@ def _retry_if_client_closed(fn):
     """fn(), once more if huggingface_hub's shared HTTP client was closed under it: its retry
     loop calls close_session() on any ConnectError, in any thread, which breaks requests other
     threads are making with that client ("Cannot send a request, as the client has been
-    closed"); the next get_session() builds a new one."""
+    closed", or a read on a socket closed under it: "Bad file descriptor"); the next
+    get_session() builds a new one."""
     try:
         return fn()
-    except RuntimeError as exc:
-        if "client has been closed" not in str(exc):
+    except Exception as exc:  # noqa: BLE001 - only the two symptoms of that race are retried
+        if "client has been closed" not in str(exc) and "Bad file descriptor" not in str(exc):
             raise
         return fn()
 
@@ -444,10 +445,10 @@ def _read_config(repo_id: str, commit: str) -> dict:
 
     from huggingface_hub import hf_hub_download
 
-    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    from .resolve import hf_cache_dir
+
     path = hf_hub_download(repo_id, "config.json", revision=commit, endpoint=endpoint(),
-                           cache_dir=cache or str(Path(os.environ.get("HF_HOME") or Path.home() / ".cache"
-                                                       / "huggingface") / "hub"))
+                           cache_dir=str(hf_cache_dir()))
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
