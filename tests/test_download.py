@@ -43,8 +43,12 @@ def test_pull_records_progress_and_lands_in_the_hf_cache(hub):
     assert job["status"] == "completed", job
     assert job["bytes_done"] == job["bytes_total"] > 3_000_000
     assert job["files_done"] == job["files_total"] == 7
+    from droidft.models.resolve import display_name
+
     path = resolve_model("acme/tiny")
     assert str(path) == job["path"] and path.name == hub.commit("acme/tiny")
+    assert display_name(path) == "acme/tiny"  # what run names and the Monitor call it
+    assert resolve_model(f"acme/tiny@{hub.commit('acme/tiny')}") == path == resolve_model("acme/tiny@main")
     assert hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest() == _weights_sha(hub)
     refs = download.storage_folder("acme/tiny") / "refs" / "main"
     assert refs.read_text() == hub.commit("acme/tiny")

@@ -82,6 +82,15 @@ def _hf_cache_dirs() -> list[Path]:
     return [hf_cache_dir()]
 
 
+def display_name(path) -> str:
+    """What to call a model folder: 'org/name' for a Hugging Face cache snapshot
+    (.../models--org--name/snapshots/<commit>), else the folder's own name."""
+    p = Path(str(path or "?"))
+    if p.parent.name == "snapshots" and p.parent.parent.name.startswith("models--"):
+        return p.parent.parent.name[len("models--"):].replace("--", "/", 1)
+    return p.name or str(path)
+
+
 def _lmstudio_dirs() -> list[Path]:
     return [Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models"]
 

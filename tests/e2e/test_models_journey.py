@@ -33,34 +33,38 @@ def test_search_download_fine_tune_monitor(hub_ready, restartable_server, page, 
     monkeypatch.setenv("DROIDFT_HOME", str(restartable_server["home"]))
     page.goto(url + "/models")
     wait_app_idle(page)
-    page.get_by_text("On this machine").wait_for()
+    page.get_by_role("tab", name="On this machine").wait_for()
     shot(page, "models-1-local")
 
     page.get_by_role("tab", name="Hugging Face Hub").click()
     page.get_by_label("Search the Hub").fill("tiny")
     page.get_by_role("button", name="Search").click()
     wait_app_idle(page)
-    grid = page.locator("[data-testid='stDataFrame']").last
-    grid.wait_for()
-    assert "acme/tiny-chat" in page.locator("[data-testid='stSelectbox']").last.inner_text()
+    page.locator("[data-testid='stDataFrame']").last.wait_for()
+    page.get_by_role("button", name="Check it").wait_for()
+    assert page.get_by_role("combobox", name="Model").last.input_value() == "acme/tiny-chat"
     page.get_by_role("button", name="Check it").click()
-    page.get_by_text("Fits this machine?").wait_for()
+    page.get_by_role("tabpanel", name="Hugging Face Hub").get_by_text("Fits this machine?").wait_for()
+    download_button = page.get_by_role("button", name="Download", exact=True)
+    download_button.wait_for()
     wait_app_idle(page)
     shot(page, "models-2-search-and-check")
 
-    page.get_by_role("button", name="Download").click()
+    download_button.click()
     page.locator("[data-testid='stProgress']").first.wait_for(timeout=60_000)
-    seen = set()
+    seen, with_eta = set(), []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not page.get_by_text("downloaded", exact=False).count():
         text = progress_text(page)
         if text:
             seen.add(text.split("·")[1].strip() if "·" in text else text)
-            if len(seen) == 2:
+            if " left" in text and not with_eta:
+                with_eta.append(text)
                 shot(page, "models-3-download-progress")
-        time.sleep(0.4)
-    assert len(seen) >= 2, seen  # the bar moved: bytes done changed while we watched
-    done = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(has_text="acme/tiny-chat downloaded")
+        time.sleep(0.3)
+    assert len(seen) >= 3, seen  # the bar moved: bytes done changed while we watched
+    assert with_eta and "/s" in with_eta[0], seen  # speed and time left, as a run's ETA
+    done = page.locator("[class*='st-key-dl-']").filter(has_text="downloaded")
     done.first.wait_for(timeout=120_000)
     wait_app_idle(page)
     shot(page, "models-4-downloaded")
@@ -68,13 +72,13 @@ def test_search_download_fine_tune_monitor(hub_ready, restartable_server, page, 
     done.first.get_by_role("button", name="Fine-tune this model").click()
     page.wait_for_url(re.compile(r".*/sft\?.*model=acme%2Ftiny-chat.*"), timeout=60_000)
     wait_app_idle(page)
-    model_box = page.locator("[data-testid='stSelectbox']").filter(has_text="Model").first
-    assert "acme/tiny-chat" in model_box.inner_text()
+    assert page.get_by_role("combobox", name="Model").first.input_value().startswith("acme/tiny-chat")
     shot(page, "models-5-sft-preselected")
 
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url(re.compile(r".*/monitor\?run=.*"), timeout=LONG)
     wait_points(page, 2)
+    page.get_by_text("acme/tiny-chat on chat").first.wait_for()  # the repo id, not the snapshot's hash
     shot(page, "models-6-monitor")
 
     from droidft import store
