@@ -3,6 +3,7 @@ killed midway and resumed by the next pull, cancel, and the refusals that come b
 moves (gated without a token, the Hub down, a disk too small, .bin-only, unknown architecture)."""
 
 import hashlib
+import json
 import os
 import signal
 import time
@@ -57,11 +58,21 @@ def test_pull_records_progress_and_lands_in_the_hf_cache(hub):
     load(str(path))  # stock mlx-lm opens what was pulled
 
 
-def test_killed_midway_then_pulled_again_resumes_from_the_partial_file(hub):
+def test_journey_search_pull_killed_midway_pull_again_resumes_train_compare(hub):
+    """Issue 12's journey with the real huggingface_hub client: search -> pull (progress rows in
+    DuckDB) -> the download process killed midway -> pull again resumes -> train -> compare."""
+    from droidft import inference, jobs
+    from droidft.models.hub import search_models
+    from helpers import demo_sft
+
+    assert [m.repo_id for m in search_models("tiny", mlx_only=True).models] == ["acme/tiny"]
     hub.rate_limit = 600_000  # bytes/s: the 3 MB weights take ~5 s, time enough to kill midway
     first = download.start("acme/tiny")
-    job = wait_for(lambda: (j := store.get_download(first)) and j["bytes_done"] > 500_000 and j, timeout=60)
+    rows = []
+    job = wait_for(lambda: rows.append((j := store.get_download(first))["bytes_done"]) or
+                   (j["bytes_done"] > 1_000_000 and j), timeout=60)
     assert job["status"] == "running" and job["bytes_done"] < job["bytes_total"]
+    assert len({r for r in rows if r}) >= 2 and job["speed_bps"] > 0  # progress rows, not one jump
     os.kill(int(job["pid"]), signal.SIGKILL)
     dead = wait_for(lambda: (j := download.get(first))["status"] != "running" and j, timeout=30)
     assert dead["status"] == "failed" and "pull again to resume" in dead["error"]
@@ -80,6 +91,30 @@ def test_killed_midway_then_pulled_again_resumes_from_the_partial_file(hub):
     assert ranges and ranges[-1] == f"bytes={kept}-"  # the rest only, not the whole file again
     assert hashlib.sha256((blobs / _weights_sha(hub)).read_bytes()).hexdigest() == _weights_sha(hub)
     assert not partial.exists()
+
+    run_id = jobs.start(demo_sft(model="acme/tiny", iters=6, steps_per_report=2, steps_per_eval=6,
+                                 save_every=6, val_batches=1))
+    run = jobs.wait(run_id, timeout=600)
+    assert run["status"] == "completed", (run.get("error"), jobs.log_tail(run_id))
+    assert run["name"].startswith("sft acme/tiny on")
+    results = inference.compare("acme/tiny", [run_id], "I like teal. What is your favourite colour?",
+                                sampling=inference.Sampling.greedy(), max_tokens=12)
+    assert [r.target for r in results][0] == "base" and len(results) == 2
+    assert all(r.generation_tokens >= 1 for r in results)
+
+
+def test_pull_can_convert_to_an_mlx_4_bit_model(hub):
+    from mlx_lm import load
+
+    job = download.wait(download.start("acme/tiny", quantize_bits=4), timeout=300)
+    assert job["status"] == "completed", job
+    out = download.converted_dir("acme/tiny", 4)
+    assert job["path"] == str(out)
+    assert json.loads((out / "config.json").read_text())["quantization"]["bits"] == 4
+    model, tokenizer = load(str(out))
+    from droidft.models import resolve_model
+
+    assert resolve_model(out.name) == out  # by name, like any model droidft made
 
 
 def test_cancel_keeps_the_partial_file_for_the_next_pull(hub):

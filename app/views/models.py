@@ -77,7 +77,8 @@ def downloads_panel() -> None:
                                help="Resumes from the bytes already downloaded"):
                     if _owner_only("download"):
                         with attempt("download this model"):
-                            download.start(name, quantize_bits=job.get("quantize_bits"))
+                            download.start(name, quantize_bits=job.get("quantize_bits"),
+                                           deadline=hub.SEARCH_DEADLINE_S)
                             st.rerun()
     if not [j for j in rows if j["status"] in download.ACTIVE] and active:
         st.rerun()  # the last one finished: show it in the local list too
@@ -170,7 +171,8 @@ with hub_tab:
             if st.button("Check it", key="models.check_btn", icon=":material/fact_check:",
                          help="Asks the Hub for its files, sizes and config: is it trainable, does it fit"):
                 try:
-                    st.session_state["models.check"] = hub.check_repo(repo, with_config=True)
+                    st.session_state["models.check"] = hub.check_repo(repo, with_config=True,
+                                                                      deadline=hub.SEARCH_DEADLINE_S)
                 except hub.HubError as exc:
                     st.session_state.pop("models.check", None)
                     (st.info if isinstance(exc, hub.HubUnavailable) else st.error)(str(exc))
@@ -194,5 +196,5 @@ with hub_tab:
                                  disabled=not allowed("download"), help=viewer_note("download")):
                         if _owner_only("download"):
                             with attempt("download this model"):
-                                download.start(repo, quantize_bits=4 if convert else None)
+                                download.start(repo, quantize_bits=4 if convert else None, check=check)
                                 st.rerun()

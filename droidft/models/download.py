@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import disk, paths, store
-from .hub import check_repo, gated_message, has_token, parse_repo
+from .hub import INFO_DEADLINE_S, check_repo, gated_message, has_token, parse_repo
 from .resolve import hf_cache_dir
 
 ACTIVE = ("queued", "running")
@@ -68,6 +68,11 @@ def bytes_present(check) -> int:
     return done
 
 
+def converted_dir(repo_id: str, bits: int) -> Path:
+    """Where `pull --quantize BITS` puts the MLX copy (a model droidft made, found by name)."""
+    return paths.models_dir() / f"{repo_id.split('/')[-1]}-mlx-{bits}bit"
+
+
 def conversion_bytes(check, bits: int | None) -> int:
     """Room a converted copy needs: the weights at `bits` per parameter (plus scales)."""
     if not bits:
@@ -78,16 +83,20 @@ def conversion_bytes(check, bits: int | None) -> int:
 
 # --------------------------------------------------------------------------- starting, watching
 
-def start(repo: str, *, quantize_bits: int | None = None) -> str:
+def start(repo: str, *, quantize_bits: int | None = None, check=None,
+          deadline: float = INFO_DEADLINE_S) -> str:
     """Check the repo, refuse what cannot work (weights, gating, disk), record the job and
-    spawn its process. Returns the job id (the running one, if this repo is already pulling)."""
+    spawn its process. Returns the job id (the running one, if this repo is already pulling).
+    `check`: a fresh `hub.check_repo` result for this repo (the page's "Check it"), so the
+    Download button does not wait on the network again; `deadline`: seconds the check may take."""
     repo_id, revision = parse_repo(repo)
     if quantize_bits not in (None, 0, 2, 3, 4, 5, 6, 8):
         raise DownloadError(f"Quantise to 2, 3, 4, 5, 6 or 8 bits, not {quantize_bits}.")
     for job in list_jobs(status=ACTIVE, repo_id=repo_id):
         if job.get("revision") == revision:
             return job["id"]
-    check = check_repo(repo_id, revision)
+    if check is None or check.repo_id != repo_id or check.revision != revision:
+        check = check_repo(repo_id, revision, deadline=deadline)
     if check.problem:
         raise DownloadError(check.problem)
     if check.model.gated and not has_token():

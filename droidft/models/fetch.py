@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .. import disk, paths, store
-from .download import ACTIVE, DownloadError, bytes_present, etag_of, logs_dir, storage_folder
+from .download import ACTIVE, DownloadError, bytes_present, converted_dir, etag_of, logs_dir, storage_folder
 from .hub import HubError, check_repo, endpoint, gated_message
 from .resolve import hf_cache_dir
 
@@ -189,10 +189,6 @@ def _assemble(check, revision: str | None) -> Path:
     tmp.write_text(check.commit)
     os.replace(tmp, ref)
     return Path(folder)
-
-
-def converted_dir(repo_id: str, bits: int) -> Path:
-    return paths.models_dir() / f"{repo_id.split('/')[-1]}-mlx-{bits}bit"
 
 
 def convert(snapshot: Path, repo_id: str, bits: int) -> Path:

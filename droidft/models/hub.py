@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 SEARCH_DEADLINE_S = 2.0  # a page waits no longer than this for search results
-INFO_DEADLINE_S = 5.0  # repo details before a download
+INFO_DEADLINE_S = 5.0  # repo details before a download (the CLI; pages pass SEARCH_DEADLINE_S)
 CACHE_TTL_S = 300.0  # search results are reused this long
 DOWN_TTL_S = 20.0  # after a failed call, say "offline" at once for this long
 SORTS = {"downloads": "downloads", "recent": "last_modified", "likes": "likes", "trending": "trending_score"}
@@ -417,6 +417,7 @@ def check_repo(repo_id: str, revision: str | None = None, *, deadline: float = I
                                                      timeout=deadline)
 
     try:
+        tic = time.monotonic()
         info = with_deadline(fetch, deadline)
     except GatedRepoError:
         raise HubError(gated_message(repo_id)) from None
@@ -434,7 +435,8 @@ def check_repo(repo_id: str, revision: str | None = None, *, deadline: float = I
     problem = weights_problem(repo_id, names, model.model_type)
     config = None
     if with_config and "config.json" in names and not (model.gated and not has_token()):
-        config = with_deadline(lambda: _read_config(repo_id, info.sha), deadline)
+        config = with_deadline(lambda: _read_config(repo_id, info.sha),
+                               max(0.5, deadline - (time.monotonic() - tic)))  # one deadline for both
         model.model_type = model.model_type or config.get("model_type")
         problem = problem or weights_problem(repo_id, names, model.model_type)
     return RepoCheck(repo_id, revision, info.sha, model, files, names, problem, config)
