@@ -48,8 +48,10 @@ def big_repo(hub: HubServer, mb: int, shards: int) -> int:
             files[path.name] = path.read_bytes()
     folder = hub.add_model("bench/big-model", files=files, library_name="mlx")
     per = mb * 2**20 // shards
-    for i in range(1, shards + 1):
+    for i in range(1, shards + 1):  # valid safetensors: one uint8 tensor of random bytes
+        header = json.dumps({f"w{i}": {"dtype": "U8", "shape": [per], "data_offsets": [0, per]}}).encode()
         with open(folder / f"model-{i:05d}-of-{shards:05d}.safetensors", "wb") as fh:
+            fh.write(len(header).to_bytes(8, "little") + header)
             for _ in range(per // 2**20):
                 fh.write(os.urandom(2**20))
     hub.commit("bench/big-model")  # hash once now, not inside the first timing
@@ -65,34 +67,63 @@ def timed(cmd: list[str], env: dict) -> float:
     return elapsed
 
 
+def _report(label: str, times: dict, size: int) -> None:
+    rates = {}
+    for name, ts in times.items():
+        rates[name] = size / 2**20 / statistics.median(ts)
+        print(f"  {name:34} median {statistics.median(ts):6.2f} s  ({rates[name]:6.1f} MiB/s)  "
+              f"runs: {', '.join(f'{t:.2f}' for t in ts)} s")
+    a, b = list(rates)
+    print(f"  {label}: throughput ratio {a.split()[0]} / {b.split()[0]} = {rates[a] / rates[b]:.2f}")
+
+
 def bench_pull(mb: int, shards: int, rounds: int) -> None:
+    """Two comparisons, alternating which goes first in each round: whole commands (each a new
+    process, start-up included), and the library calls alone in this process (fetch.pull, which
+    also records the job in DuckDB, against huggingface_hub's snapshot_download)."""
     work = Path(tempfile.mkdtemp(prefix="bench-hub-"))
     try:
         with HubServer(work / "repos") as hub:
             size = big_repo(hub, mb, shards)
+            print(f"repo: {shards} weight files + config/tokenizer, {size / 2**20:,.0f} MiB, served from 127.0.0.1")
             hf = str(Path(sys.executable).with_name("hf"))
-            times = {"droidft models pull": [], "hf download": []}
+            commands = {"droidft models pull": [], "hf download": []}
             for r in range(rounds):
-                order = ["droidft models pull", "hf download"]
-                if r % 2:
-                    order.reverse()
-                for name in order:
+                for name in (list(commands) if r % 2 == 0 else list(commands)[::-1]):
                     cache = work / f"hf-{r}-{name.split()[0]}"
                     env = {**os.environ, **hub_env(hub.url, cache), "DROIDFT_HOME": str(work / f"home-{r}")}
                     cmd = ([sys.executable, "-m", "droidft.cli", "models", "pull", "bench/big-model"]
                            if name.startswith("droidft") else [hf, "download", "bench/big-model", "--quiet"])
-                    times[name].append(timed(cmd, env))
+                    commands[name].append(timed(cmd, env))
                     got = sum(p.stat().st_size for p in (cache / "hub").rglob("*") if p.is_file() and "blobs" in p.parts)
                     assert got >= size, (name, got, size)
                     shutil.rmtree(cache, ignore_errors=True)
-        print(f"repo: {shards} weight files + config/tokenizer, {size / 2**20:,.0f} MiB, served from 127.0.0.1")
-        rates = {}
-        for name, ts in times.items():
-            rates[name] = size / 2**20 / statistics.median(ts)
-            print(f"{name:22} median {statistics.median(ts):6.2f} s  ({rates[name]:6.1f} MiB/s)  "
-                  f"runs: {', '.join(f'{t:.2f}' for t in ts)} s")
-        print(f"throughput ratio droidft / hf download: {rates['droidft models pull'] / rates['hf download']:.2f} "
-              "(same repo, same server, same run; includes each process's start-up)")
+            print("commands (each a fresh process into a fresh cache):")
+            _report("commands", commands, size)
+
+            os.environ.update(hub_env(hub.url, work / "inproc"))
+            os.environ["DROIDFT_HOME"] = str(work / "home-inproc")
+            from huggingface_hub import constants, snapshot_download
+            from huggingface_hub.utils import disable_progress_bars
+
+            from droidft.models import fetch
+
+            constants.ENDPOINT = hub.url
+            disable_progress_bars()
+            calls = {"droidft.models.fetch.pull": [], "huggingface_hub.snapshot_download": []}
+            for r in range(rounds):
+                for name in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
+                    cache = work / f"inproc-{r}-{name[:7]}"
+                    os.environ["HF_HUB_CACHE"] = str(cache)
+                    t = time.perf_counter()
+                    if name.startswith("droidft"):
+                        assert fetch.pull("bench/big-model")["status"] == "completed"
+                    else:
+                        snapshot_download("bench/big-model", cache_dir=str(cache))
+                    calls[name].append(time.perf_counter() - t)
+                    shutil.rmtree(cache, ignore_errors=True)
+            print("library calls in this process (no start-up):")
+            _report("library", calls, size)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -178,6 +178,8 @@ class Repo:
             try:
                 with open(path, "rb") as fh:
                     n = int.from_bytes(fh.read(8), "little")
+                    if n > min(100 * 2**20, path.stat().st_size):
+                        continue  # not a safetensors file
                     header = json.loads(fh.read(n))
             except (OSError, ValueError):
                 continue

@@ -57,3 +57,29 @@ def test_pull_failures_are_one_line_and_non_zero(hub, cli, use_hub):
     use_hub(hub_server.closed_port_url())
     down = cli("models", "search", "tiny")
     assert down.returncode != 0 and down.stderr.startswith("droidft: Offline:") and down.stderr.count("\n") == 1
+
+
+def test_ctrl_c_cancels_a_foreground_pull_and_the_next_pull_resumes(hub):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from droidft import store
+    from helpers import wait_for
+
+    hub.rate_limit = 400_000
+    proc = subprocess.Popen([sys.executable, "-m", "droidft.cli", "models", "pull", "acme/tiny-chat"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    wait_for(lambda: (rows := store.list_downloads()) and rows[0]["bytes_done"] > 300_000, timeout=120)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "resumes it" in err.strip().splitlines()[-1]
+    first = store.list_downloads()[0]
+    assert first["status"] == "cancelled"
+
+    hub.rate_limit = None
+    proc = subprocess.run([sys.executable, "-m", "droidft.cli", "models", "pull", "acme/tiny-chat"],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert store.list_downloads()[0]["resumed_bytes"] >= 300_000

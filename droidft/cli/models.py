@@ -1,8 +1,9 @@
 """`droidft demo-model` and `droidft models list | search | pull | rm | downloads | cancel`.
 
-`models pull` starts the same download job the Models page starts, follows it with a progress
-line on stderr, and prints the local model folder as its last line; Ctrl-C cancels it (a later
-pull resumes). Failures are one line on stderr and a non-zero exit.
+`models pull` runs the same download job the Models page starts (a row in DuckDB, resumable),
+here in the foreground like `hf download`, with a progress line on stderr, and prints the local
+model folder as its last line; Ctrl-C cancels it (a later pull resumes), `--detach` leaves it
+running in the background. Failures are one line on stderr and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ def _progress_line(job: dict) -> str:
 def cmd_pull(args) -> int:
     from ..models import download
 
-    job_id = download.start(args.repo, quantize_bits=args.quantize)
+    if args.detach:
+        print(download.start(args.repo, quantize_bits=args.quantize))
+        return 0
+    from ..models.fetch import pull
+
     tty = sys.stderr.isatty()
     last = [0.0, ""]
 
@@ -78,19 +83,16 @@ def cmd_pull(args) -> int:
         now = time.monotonic()
         if tty:
             print("\r" + line.ljust(100), end="", file=sys.stderr, flush=True)
-        elif line != last[1] and now - last[0] >= 2.0:  # a log, not a flood
-            print(line, file=sys.stderr, flush=True)
+        elif line != last[1] and (now - last[0] >= 2.0 or job["status"] in download.TERMINAL):
+            print(line, file=sys.stderr, flush=True)  # a log, not a flood
             last[:] = [now, line]
 
-    try:
-        job = download.wait(job_id, poll=0.5, on_progress=show)
-    except KeyboardInterrupt:
-        download.cancel(job_id)
-        job = download.wait(job_id, timeout=30)
-        print(f"\ndroidft: cancelled; `droidft models pull {args.repo}` resumes it", file=sys.stderr)
-        return 130
+    job = pull(args.repo, quantize_bits=args.quantize, on_progress=show)
     if tty:
         print(file=sys.stderr)
+    if job["status"] == "cancelled":
+        print(f"droidft: cancelled; `droidft models pull {args.repo}` resumes it", file=sys.stderr)
+        return 130
     if job["status"] != "completed":
         print(f"droidft: {job.get('error') or job['status']}", file=sys.stderr)
         return 1
@@ -146,6 +148,8 @@ def add_commands(sub) -> None:
     q.add_argument("repo", metavar="REPO[@REVISION]")
     q.add_argument("--quantize", type=int, choices=[2, 3, 4, 5, 6, 8], default=None,
                    help="also convert it to an MLX model at this many bits (mlx-lm convert)")
+    q.add_argument("--detach", action="store_true",
+                   help="download in the background (like the Models page); prints the download id")
     q.set_defaults(func=cmd_pull)
     q = msub.add_parser("rm", help="delete a pulled model, or one droidft made")
     q.add_argument("model")

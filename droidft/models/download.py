@@ -83,18 +83,18 @@ def conversion_bytes(check, bits: int | None) -> int:
 
 # --------------------------------------------------------------------------- starting, watching
 
-def start(repo: str, *, quantize_bits: int | None = None, check=None,
-          deadline: float = INFO_DEADLINE_S) -> str:
-    """Check the repo, refuse what cannot work (weights, gating, disk), record the job and
-    spawn its process. Returns the job id (the running one, if this repo is already pulling).
-    `check`: a fresh `hub.check_repo` result for this repo (the page's "Check it"), so the
-    Download button does not wait on the network again; `deadline`: seconds the check may take."""
+def prepare(repo: str, *, quantize_bits: int | None = None, check=None,
+            deadline: float = INFO_DEADLINE_S) -> tuple[str, object | None]:
+    """Check the repo, refuse what cannot work (weights, gating, disk) and record a queued job.
+    Returns (job id, the check), or (the running job's id, None) if this repo is already
+    pulling. `check`: a fresh `hub.check_repo` result for this repo (the page's "Check it"), so
+    the Download button does not wait on the network again; `deadline`: what the check may take."""
     repo_id, revision = parse_repo(repo)
     if quantize_bits not in (None, 0, 2, 3, 4, 5, 6, 8):
         raise DownloadError(f"Quantise to 2, 3, 4, 5, 6 or 8 bits, not {quantize_bits}.")
     for job in list_jobs(status=ACTIVE, repo_id=repo_id):
         if job.get("revision") == revision:
-            return job["id"]
+            return job["id"], None
     if check is None or check.repo_id != repo_id or check.revision != revision:
         check = check_repo(repo_id, revision, deadline=deadline)
     if check.problem:
@@ -111,7 +111,16 @@ def start(repo: str, *, quantize_bits: int | None = None, check=None,
         repo_id=repo_id, revision=revision, commit_sha=check.commit, phase="checking",
         bytes_total=check.download_bytes, bytes_done=0, files_total=len(check.files), files_done=0,
         quantize_bits=quantize_bits or None)
-    spawn(job_id)
+    return job_id, check
+
+
+def start(repo: str, *, quantize_bits: int | None = None, check=None,
+          deadline: float = INFO_DEADLINE_S) -> str:
+    """`prepare` the job and spawn its process, detached (the Models page). Returns the job id
+    (the running one, if this repo is already pulling)."""
+    job_id, checked = prepare(repo, quantize_bits=quantize_bits, check=check, deadline=deadline)
+    if checked is not None:
+        spawn(job_id)
     return job_id
 
 
@@ -135,9 +144,11 @@ def spawn(job_id: str) -> int:
 
 
 def _alive(job: dict) -> bool:
+    """Is the job's process alive: its own (`... fetch JOB`), or a `droidft models pull REPO`
+    running it in the foreground (whose command line names the repo)?"""
     from ..jobs import pid_alive
 
-    return pid_alive(job.get("pid"), job["id"])
+    return pid_alive(job.get("pid"), job["id"]) or pid_alive(job.get("pid"), job["repo_id"])
 
 
 def reap() -> list[str]:

@@ -200,7 +200,11 @@ def convert(snapshot: Path, repo_id: str, bits: int) -> Path:
     out = converted_dir(repo_id, bits)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    mlx_convert(hf_path=str(snapshot), mlx_path=str(tmp), quantize=True, q_bits=bits, q_group_size=64)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints its progress: not our stdout
+        mlx_convert(hf_path=str(snapshot), mlx_path=str(tmp), quantize=True, q_bits=bits, q_group_size=64)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
@@ -225,6 +229,21 @@ def _describe(exc: BaseException, repo_id: str) -> str:
     return f"{name}: {first}" if first else name
 
 
+def _logger(job_id: str):
+    """Lines for the job's log file (never the token: huggingface_hub does not log it either),
+    not stdout: in the foreground, stdout is the CLI's answer."""
+    path = logs_dir() / f"{job_id}.log"
+
+    def log(text: str) -> None:
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f"{time.strftime('%H:%M:%S')} {text.rstrip()}\n")
+        except OSError:
+            pass
+
+    return log
+
+
 def _watch_cancel_file(cancel_file: Path, stop: threading.Event) -> None:
     """`cancel` touches this file too: a job that missed the signal still stops."""
     while not stop.wait(0.5):
@@ -232,8 +251,10 @@ def _watch_cancel_file(cancel_file: Path, stop: threading.Event) -> None:
             stop.set()
 
 
-def run(job_id: str) -> str:
-    """The job process: download, assemble, optionally convert; returns the final status."""
+def run(job_id: str, check=None) -> str:
+    """The job: download, assemble, optionally convert; returns the final status. Runs in its
+    own process (`python -m droidft.models.fetch JOB`) or in the foreground (`pull`); `check`:
+    the repo check `prepare` made for this job, so it is not asked for again."""
     job = store.get_download(job_id)
     if job is None:
         print(f"droidft.models.fetch: no job {job_id} in {paths.db_path()}", file=sys.stderr)
@@ -247,13 +268,18 @@ def run(job_id: str) -> str:
                                  started_at=time.time(), heartbeat_at=time.time()):
         return store.get_download(job_id)["status"]
     from huggingface_hub import constants
+    from huggingface_hub.utils import disable_progress_bars, logging as hf_logging
 
     constants.DOWNLOAD_CHUNK_SIZE = PROGRESS_CHUNK  # progress and cancel every 512 KiB, not every 10 MiB
+    disable_progress_bars()  # our progress is the job row; in the foreground stderr is one line
+    hf_logging.set_verbosity_error()
     repo_id = job["repo_id"]
-    print(f"pulling {repo_id}@{job.get('revision') or 'main'} from {endpoint()}", flush=True)
+    log = _logger(job_id)
+    log(f"pulling {repo_id}@{job.get('revision') or 'main'} from {endpoint()}")
     status, error, path = "failed", None, None
     try:
-        check = check_repo(repo_id, job.get("commit_sha") or job.get("revision"))
+        if check is None or check.commit != job.get("commit_sha"):
+            check = check_repo(repo_id, job.get("commit_sha") or job.get("revision"))
         present = bytes_present(check)
         store.update_download(job_id, phase="downloading", bytes_total=check.download_bytes,
                               bytes_done=present, resumed_bytes=present, files_total=len(check.files))
@@ -269,7 +295,6 @@ def run(job_id: str) -> str:
                 progress.flush(phase="converting")
                 path = convert(path, repo_id, int(bits))
         status = "completed"
-        print(f"done: {path}", flush=True)
     except Cancelled:
         status, error = "cancelled", "Cancelled; pull again to resume from the bytes already here."
     except BaseException as exc:  # noqa: BLE001 - every job ends with a status and one line
@@ -277,8 +302,8 @@ def run(job_id: str) -> str:
         error = "Cancelled; pull again to resume." if stop.is_set() else _describe(exc, repo_id)
         import traceback
 
-        traceback.print_exc()
-    print(f"{status}: {error or path}", flush=True)
+        log(traceback.format_exc())
+    log(f"{status}: {error or path}")
     fields = dict(status=status, ended_at=time.time(), error=error, phase="done" if status == "completed" else None)
     if path is not None:
         fields["path"] = str(path)
@@ -288,6 +313,35 @@ def run(job_id: str) -> str:
     store.update_download(job_id, ACTIVE, **fields)
     cancel_file.unlink(missing_ok=True)
     return status
+
+
+def pull(repo: str, *, quantize_bits: int | None = None, on_progress=None, poll: float = 1.0) -> dict:
+    """Download in this process (`droidft models pull`): the same job, row and resume as the
+    page's, with `on_progress(job row)` every `poll` s; Ctrl-C cancels (partial files stay).
+    If the repo is already being pulled elsewhere, follows that job instead. Returns the row."""
+    from .download import prepare, wait
+
+    job_id, check = prepare(repo, quantize_bits=quantize_bits)
+    if check is None:
+        return wait(job_id, poll=poll, on_progress=on_progress)
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(poll):
+            if on_progress is not None:
+                on_progress(store.get_download(job_id))
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        run(job_id, check=check)
+    finally:
+        done.set()
+        reporter.join()
+    job = store.get_download(job_id)
+    if on_progress is not None:
+        on_progress(job)
+    return job
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,10 @@ def parameter_count(path: Path, bits: int | None = None) -> int | None:
     for f in sorted(Path(path).glob("*.safetensors")):
         try:
             with open(f, "rb") as fh:
-                header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+                n = int.from_bytes(fh.read(8), "little")
+                if n > min(100 * 2**20, f.stat().st_size):
+                    return None  # not a safetensors file
+                header = json.loads(fh.read(n))
         except (OSError, ValueError):
             return None
         for name, info in header.items():
