@@ -91,7 +91,7 @@ def bench_pull(mb: int, shards: int, rounds: int) -> None:
             for r in range(rounds):
                 for name in (list(commands) if r % 2 == 0 else list(commands)[::-1]):
                     cache = work / f"hf-{r}-{name.split()[0]}"
-                    env = {**os.environ, **hub_env(hub.url, cache), "DROIDFT_HOME": str(work / f"home-{r}")}
+                    env = {**os.environ, **hub_env(hub.url, cache), "DROIDFT_HOME": str(work / "home")}  # one home, as a user has
                     cmd = ([sys.executable, "-m", "droidft.cli", "models", "pull", "bench/big-model"]
                            if name.startswith("droidft") else [hf, "download", "bench/big-model", "--quiet"])
                     commands[name].append(timed(cmd, env))

@@ -92,9 +92,13 @@ def prepare(repo: str, *, quantize_bits: int | None = None, check=None,
     repo_id, revision = parse_repo(repo)
     if quantize_bits not in (None, 0, 2, 3, 4, 5, 6, 8):
         raise DownloadError(f"Quantise to 2, 3, 4, 5, 6 or 8 bits, not {quantize_bits}.")
-    for job in list_jobs(status=ACTIVE, repo_id=repo_id):
-        if job.get("revision") == revision:
+    for job in store.list_downloads(status=ACTIVE, repo_id=repo_id):  # one read, not a full reap
+        if job.get("revision") != revision:
+            continue
+        starting = job.get("pid") is None and time.time() - (job.get("created_at") or 0) < STARTUP_GRACE_S
+        if starting or _alive(job):
             return job["id"], None
+        reap()  # its process died: mark it failed; this pull resumes from its partial files
     if check is None or check.repo_id != repo_id or check.revision != revision:
         check = check_repo(repo_id, revision, deadline=deadline)
     if check.problem:

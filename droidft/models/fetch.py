@@ -43,8 +43,9 @@ class Progress:
     """Byte counts from many transfer threads, flushed to the job's row about once a second
     (with the heartbeat) by a background thread; `stop` makes every transfer raise Cancelled."""
 
-    def __init__(self, job_id: str, total: int, done: int, stop: threading.Event):
+    def __init__(self, job_id: str, total: int, done: int, stop: threading.Event, on_flush=None):
         self.job_id, self.total, self.done, self.stop = job_id, total, done, stop
+        self.on_flush = on_flush  # called with the fields of each flush (the CLI's progress line)
         self.abort = threading.Event()  # another file failed: the rest stop too
         self.files_done = 0
         self.current: str | None = None
@@ -73,12 +74,14 @@ class Progress:
 
     def flush(self, **extra) -> None:
         speed = self.speed()
+        fields = dict(bytes_done=self.done, files_done=self.files_done, current_file=self.current,
+                      heartbeat_at=time.time(), **({"speed_bps": speed} if speed is not None else {}), **extra)
         try:
-            store.update_download(self.job_id, bytes_done=self.done, files_done=self.files_done,
-                                  current_file=self.current, heartbeat_at=time.time(),
-                                  **({"speed_bps": speed} if speed is not None else {}), **extra)
+            store.update_download(self.job_id, **fields)
         except store.StoreBusy:
             pass  # the next flush carries the counts
+        if self.on_flush is not None:
+            self.on_flush(fields)
 
     def _loop(self) -> None:
         while not self._quit.wait(FLUSH_S):
@@ -251,10 +254,11 @@ def _watch_cancel_file(cancel_file: Path, stop: threading.Event) -> None:
             stop.set()
 
 
-def run(job_id: str, check=None) -> str:
+def run(job_id: str, check=None, on_flush=None) -> str:
     """The job: download, assemble, optionally convert; returns the final status. Runs in its
     own process (`python -m droidft.models.fetch JOB`) or in the foreground (`pull`); `check`:
-    the repo check `prepare` made for this job, so it is not asked for again."""
+    the repo check `prepare` made for this job, so it is not asked for again; `on_flush`:
+    called with the progress fields each time they are written."""
     job = store.get_download(job_id)
     if job is None:
         print(f"droidft.models.fetch: no job {job_id} in {paths.db_path()}", file=sys.stderr)
@@ -264,8 +268,9 @@ def run(job_id: str, check=None) -> str:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     threading.Thread(target=_watch_cancel_file, args=(cancel_file, stop), daemon=True).start()
-    if not store.update_download(job_id, ACTIVE, status="running", phase="checking", pid=os.getpid(),
-                                 started_at=time.time(), heartbeat_at=time.time()):
+    if check is None and not store.update_download(job_id, ACTIVE, status="running", phase="checking",
+                                                   pid=os.getpid(), started_at=time.time(),
+                                                   heartbeat_at=time.time()):
         return store.get_download(job_id)["status"]
     from huggingface_hub import constants
     from huggingface_hub.utils import disable_progress_bars, logging as hf_logging
@@ -278,15 +283,18 @@ def run(job_id: str, check=None) -> str:
     log(f"pulling {repo_id}@{job.get('revision') or 'main'} from {endpoint()}")
     status, error, path = "failed", None, None
     try:
+        fields = dict(phase="downloading")
         if check is None or check.commit != job.get("commit_sha"):
             check = check_repo(repo_id, job.get("commit_sha") or job.get("revision"))
+        else:  # checked by `prepare` in this process: one write marks it running and sized
+            fields.update(status="running", pid=os.getpid(), started_at=time.time(), heartbeat_at=time.time())
         present = bytes_present(check)
-        store.update_download(job_id, phase="downloading", bytes_total=check.download_bytes,
-                              bytes_done=present, resumed_bytes=present, files_total=len(check.files))
-        with Progress(job_id, check.download_bytes, present, stop) as progress:
+        if not store.update_download(job_id, ACTIVE, bytes_total=check.download_bytes, bytes_done=present,
+                                     resumed_bytes=present, files_total=len(check.files), **fields):
+            return store.get_download(job_id)["status"]
+        with Progress(job_id, check.download_bytes, present, stop, on_flush) as progress:
             _fetch_all(job_id, check, progress)
             progress.current = None
-            progress.flush(phase="assembling")
             if stop.is_set():
                 raise Cancelled()
             path = _assemble(check, job.get("revision"))
@@ -308,8 +316,7 @@ def run(job_id: str, check=None) -> str:
     if path is not None:
         fields["path"] = str(path)
     if status == "completed":
-        job_now = store.get_download(job_id) or {}
-        fields["bytes_done"] = job_now.get("bytes_total") or job_now.get("bytes_done")
+        fields.update(bytes_done=check.download_bytes, files_done=len(check.files), current_file=None)
     store.update_download(job_id, ACTIVE, **fields)
     cancel_file.unlink(missing_ok=True)
     return status
@@ -324,20 +331,15 @@ def pull(repo: str, *, quantize_bits: int | None = None, on_progress=None, poll:
     job_id, check = prepare(repo, quantize_bits=quantize_bits)
     if check is None:
         return wait(job_id, poll=poll, on_progress=on_progress)
-    done = threading.Event()
+    row = {"id": job_id, "repo_id": check.repo_id, "status": "running", "phase": "downloading",
+           "bytes_total": check.download_bytes}
 
-    def report() -> None:
-        while not done.wait(poll):
-            if on_progress is not None:
-                on_progress(store.get_download(job_id))
+    def report(fields: dict) -> None:  # from the progress flush: no extra database reads
+        row.update(fields)
+        if on_progress is not None:
+            on_progress(dict(row))
 
-    reporter = threading.Thread(target=report, daemon=True)
-    reporter.start()
-    try:
-        run(job_id, check=check)
-    finally:
-        done.set()
-        reporter.join()
+    run(job_id, check=check, on_flush=report)
     job = store.get_download(job_id)
     if on_progress is not None:
         on_progress(job)
