@@ -166,6 +166,9 @@ def _fetch_all(job_id: str, check, progress: Progress) -> None:
         progress.current = f.path
         url = hf_hub_url(check.repo_id, f.path, revision=check.commit, endpoint=endpoint())
         try:
+            if not etag_of(f):
+                raise DownloadError(f"The Hub sent no checksum for {f.path}, so it cannot be stored "
+                                    "in the Hugging Face cache; try again later.")
             fetch_file(url, blobs / etag_of(f), f.size, f.lfs_sha256, progress)
         except BaseException:
             progress.abort.set()
