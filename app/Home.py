@@ -22,7 +22,7 @@ def _page(key: str, **extra) -> st.Page:
 # deep link such as /monitor?run=ID still opens that page once the visitor has signed in.
 navigation = st.navigation({
     "": [_page("home", default=True)],
-    "Train": [_page("data"), _page("sft"), _page("rl"), _page("monitor")],
+    "Train": [_page("models"), _page("data"), _page("sft"), _page("rl"), _page("monitor")],
     "Results": [_page("sessions"), _page("compare"), _page("fusion"), _page("evaluate")],
 }, position="sidebar" if role() else "hidden")
 sign_in_gate()

@@ -22,6 +22,7 @@ log = logging.getLogger("droidft.app")
 # page key -> (file relative to app/Home.py, title, icon)
 PAGES = {
     "home": ("views/home.py", "Home", ":material/home:"),
+    "models": ("views/models.py", "Models", ":material/deployed_code:"),
     "data": ("views/data.py", "Data", ":material/dataset:"),
     "sft": ("views/sft_setup.py", "SFT setup", ":material/tune:"),
     "rl": ("views/rl_setup.py", "RL setup", ":material/psychology:"),
@@ -107,8 +108,11 @@ def _models(home: str) -> list[dict]:
     return [dataclasses.asdict(m) for m in discover_models()]
 
 
-def models() -> list[dict]:
-    """Discovered models as dicts (demo first)."""
+def models(fresh: bool = False) -> list[dict]:
+    """Discovered models as dicts (demo first); `fresh` looks again now (a download finished,
+    a model was removed) instead of within the cache's 30 s."""
+    if fresh:
+        _models.clear()
     return _models(home_key())
 
 
@@ -233,6 +237,19 @@ def require_role(action: str) -> None:
     from droidft import security
 
     security.require(role(), action)
+
+
+def permitted(action: str) -> bool:
+    """`require_role` for a handler written as `if st.button(...) and permitted("x"):` - a
+    refusal is shown where the button is and the handler goes no further."""
+    from droidft import security
+
+    try:
+        require_role(action)
+        return True
+    except security.AccessDenied as exc:
+        st.error(str(exc), icon=":material/lock:")
+        return False
 
 
 def allowed(action: str) -> bool:

@@ -32,6 +32,7 @@ BENCHES = {  # name -> (script, what it measures[, arguments])
     "distributed": ("bench_distributed.py", "1 vs 2 local ranks (correctness, not speed, on one machine)"),
     "methods": ("bench_methods_demo.py", "each method added with issue 14 on the demo task, before -> after"),
     "soak": ("bench_soak.py", "an hour of three Monitor tabs on a live run, then ten minutes after: memory over time"),
+    "hub": ("bench_hub.py", "Hub pull vs `hf download` from a local Hub; Models page with 200 local models, 1,000 results"),
 }
 ONLY_WHEN_NAMED = {"soak"}  # 70 minutes
 

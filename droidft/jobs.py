@@ -21,6 +21,7 @@ from . import blas, disk, methods, paths, security, store
 from . import data as datasets
 from .estimate import run_needs_bytes
 from .models import resolve_model
+from .models.resolve import display_name
 from .run_files import STOP_FILE
 
 ACTIVE = ("queued", "running")
@@ -66,7 +67,7 @@ def start(config, *, parent_id: str | None = None) -> str:
     disk.require_free(paths.home(), run_needs_bytes(config, model_path), "this run's checkpoints")
     run_id = store.create_run(
         method=config.method, config=config.to_dict(), model=str(model_path), data=str(data_dir),
-        name=config.name or f"{config.method} {Path(str(model_path)).name} on {data_dir.name}",
+        name=config.name or f"{config.method} {display_name(model_path)} on {data_dir.name}",
         parent_id=parent_id,
     )
     run_dir = paths.run_dir(run_id)

@@ -77,9 +77,10 @@ if config is not None and model_path is not None:
             c.metric("Trains", f"{est.trainable_m:.2f} M", help=f"parameters trained, of {est.params_m:.1f} M in the model")
             st.caption(f"Rough: {us.fmt_count(est.tokens)} tokens; speed from {est.basis}.")
             total = (call(machine, default={}) or {}).get("memory_gb")
-            if total and est.memory_gb > 0.8 * total:
-                st.warning(f"This may not fit in this machine's {total} GB: lower the batch size or the max "
-                           "sequence length, turn on gradient checkpointing, or quantise the base (QLoRA).")
+            advice = call(estimate.fit_advice, config, cfg, total_gb=total, default=None,
+                          avg_tokens=stats["mean"] if stats and stats["count"] else None)
+            if advice:
+                st.warning(advice, icon=":material/memory:")
     with cmd_col:
         st.subheader("Same run in stock mlx-lm")
         if data_path is not None:
