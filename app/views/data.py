@@ -6,14 +6,17 @@ import streamlit as st
 
 from charts import histogram
 from common import (
-    allowed, attempt, call, data_mtime, goto, model_select, models, show_error, token_stats, tokenizer,
+    allowed, attempt, call, data_mtime, goto, model_select, models, role, show_error, token_stats, tokenizer,
     typed_path, viewer_note)
 from droidft import data as datasets
+from droidft import security
 from droidft import studio as us
+from droidft.data import imports
+from importer import import_tab
 
 st.title("Data")
 st.caption("A dataset is a folder with train.jsonl and valid.jsonl: one JSON object per line. "
-           "Check one here before training on it.")
+           "Check one here before training on it, or import one from a file or the Hugging Face Hub.")
 
 METHODS = list(datasets.METHOD_FORMATS)
 method = st.selectbox("Training method the data is for", METHODS, key="data.method",
@@ -25,7 +28,7 @@ with st.expander(f"Row formats for {method.upper()}", icon=":material/help:"):
         st.markdown(f"**{datasets.FORMAT_LABELS[fmt]}**")
         st.code(datasets.FORMAT_EXAMPLES[fmt], language="json", wrap_lines=True)
 
-pick_tab, upload_tab, sample_tab = st.tabs(["Pick a dataset", "Upload", "Generate sample data"])
+pick_tab, import_tab_, upload_tab, sample_tab = st.tabs(["Pick a dataset", "Import", "Upload", "Generate sample data"])
 
 with pick_tab:
     known = call(datasets.list_datasets, doing="list datasets", default=[]) or []
@@ -41,6 +44,9 @@ with pick_tab:
     if pick:
         st.session_state["data.selected"] = pick
 
+with import_tab_:
+    import_tab(method)
+
 with upload_tab:
     files = st.file_uploader("JSON Lines files", type=["jsonl"], accept_multiple_files=True, key="data.upload",
                              help="One file (split it below), or train.jsonl + valid.jsonl (+ test.jsonl).")
@@ -48,6 +54,7 @@ with upload_tab:
     if st.button("Save upload", key="data.save_upload", disabled=not files or not allowed("upload"),
                  help=viewer_note("upload"), icon=":material/upload:"):
         with attempt("save the upload"):
+            security.require(role(), "upload")
             folder = datasets.save_uploads([(f.name, f.getvalue()) for f in files], up_name)
             st.session_state["data.selected"] = str(folder)
             st.session_state.pop("data.pick", None)
@@ -64,6 +71,7 @@ with sample_tab:
     if st.button("Generate", key="data.generate", icon=":material/auto_awesome:",
                  disabled=not allowed("sample-data"), help=viewer_note("sample-data")):
         with attempt("generate sample data"):
+            security.require(role(), "sample-data")
             folder = datasets.sample_data(method, datasets.new_dataset_dir(s_name), n_train=int(n_train),
                                           n_valid=int(n_valid))
             st.session_state["data.selected"] = str(folder)
@@ -83,6 +91,9 @@ if report is None:
     st.stop()
 st.subheader(f"Checks: {us.short_path(report.path)}")
 st.caption(f"`{report.path}` · format: **{datasets.FORMAT_LABELS.get(report.format or '', 'unknown')}**")
+provenance = imports.read_provenance(report.path)
+if provenance:
+    st.caption(imports.provenance_summary(provenance))
 cols = st.columns(3)
 for i, split in enumerate(("train", "valid", "test")):
     cols[i].metric(f"{split} rows", report.splits.get(split, "-"))
@@ -120,6 +131,7 @@ with st.expander("Split into train / valid (/ test)", expanded=not report.ok and
     if st.button("Split", key="data.split", icon=":material/call_split:", disabled=not allowed("split"),
                  help=viewer_note("split")):
         with attempt("split the dataset"):
+            security.require(role(), "split")
             out = src if in_place else datasets.new_dataset_dir((src.stem if src.is_file() else src.name) + "-split")
             rep = datasets.split_dataset(src, out, valid_fraction=valid_f, test_fraction=test_f, seed=int(seed),
                                          method=method, overwrite=in_place)

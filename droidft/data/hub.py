@@ -11,6 +11,7 @@ again offline). The token comes from where huggingface_hub looks (``HF_TOKEN``, 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .formats import DataError
@@ -28,8 +29,9 @@ def endpoint() -> str:
 
 
 def offline_message() -> str:
-    return (f"the Hugging Face Hub ({endpoint()}) cannot be reached: this machine looks offline. "
-            "Import a local file instead, or try again when online.")
+    return (f"the Hugging Face Hub ({endpoint()}) cannot be reached: this machine is offline or the Hub is "
+            "down. Import a local file, try again later, or set HF_HUB_OFFLINE=1 to read a dataset "
+            "imported before from the cache.")
 
 
 def _scrub(text: str) -> str:
@@ -44,28 +46,36 @@ def _scrub(text: str) -> str:
 
 
 def _is_network(exc: BaseException) -> bool:
-    import httpx
+    from huggingface_hub.utils import httpx  # httpx2 under the name the Hub libraries use
     from huggingface_hub.errors import OfflineModeIsEnabled
 
+    return any(isinstance(e, (httpx.TransportError, OfflineModeIsEnabled, ConnectionError, TimeoutError))
+               for e in _chain(exc))
+
+
+def _chain(exc: BaseException | None):
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (httpx.TransportError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
-            return True
+        yield exc
         exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _explain(exc: BaseException, repo_id: str) -> DataError:
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
-    if isinstance(exc, GatedRepoError):
+    from datasets.exceptions import DatasetNotFoundError
+
+    hub_error = next((e for e in _chain(exc) if isinstance(e, HfHubHTTPError)), None)
+    exc = hub_error or exc
+    gated = isinstance(exc, DatasetNotFoundError) and "gated" in str(exc)  # datasets drops the cause
+    if isinstance(exc, GatedRepoError) or gated:
         return DataError(f"{repo_id} is gated on the Hub: accept its terms on the dataset page, then sign in "
                          "with `hf auth login` (or set HF_TOKEN) and try again")
     if isinstance(exc, RevisionNotFoundError):
         return DataError(f"{repo_id} has no such revision on the Hub")
-    if isinstance(exc, RepositoryNotFoundError):
+    if isinstance(exc, (RepositoryNotFoundError, DatasetNotFoundError)):
         return DataError(f"no dataset {repo_id} on the Hub (or it is private: sign in with `hf auth login` "
                          "or set HF_TOKEN)")
     if _is_network(exc):
@@ -103,7 +113,7 @@ def load_hub_rows(repo_id: str, *, config: str | None = None, split: str = "trai
             raise DataError(f"{repo_id} is not in the local cache and HF_HUB_OFFLINE is set; unset it to "
                             "download it") from None
         if isinstance(exc, ValueError) and not _is_network(exc):
-            raise DataError(f"{repo_id}: {_scrub(str(exc).strip().splitlines()[0])}") from None
+            raise DataError(f"{repo_id}: {_scrub(_headline(exc))}") from None
         raise _explain(exc, repo_id) from None
     if limit is not None:
         ds = ds.select(range(min(int(limit), len(ds))))
@@ -111,5 +121,26 @@ def load_hub_rows(repo_id: str, *, config: str | None = None, split: str = "trai
     if not rows:
         raise DataError(f"{repo_id} ({config or 'default'}, {split}) has no rows")
     origin = {"kind": "hub", "repo": repo_id, "config": config or ds.config_name, "split": split,
-              "revision": sha, "requested_revision": revision or "main", "endpoint": endpoint()}
+              "revision": sha or _cached_commit(ds), "requested_revision": revision or "main", "endpoint": endpoint()}
     return f"{repo_id} ({split})", list(ds.column_names), rows, origin
+
+
+def _headline(exc: BaseException) -> str:
+    """datasets' multi-line ValueErrors ("Config name is missing. / Please pick one among the
+    available configs: [...] / Example of usage: ...") as one line, without the example."""
+    lines = [x.strip() for x in str(exc).strip().splitlines() if x.strip()]
+    keep = []
+    for line in lines:
+        if line.lower().startswith("example"):
+            break
+        keep.append(line)
+    return " ".join(keep) or type(exc).__name__
+
+
+def _cached_commit(ds) -> str | None:
+    """The commit a dataset read from the offline cache came from (its cache folder's name)."""
+    for item in getattr(ds, "cache_files", None) or []:
+        name = Path(str(item.get("filename", ""))).parent.name
+        if re.fullmatch(r"[0-9a-f]{40}", name):
+            return name
+    return None

@@ -434,3 +434,12 @@ def source_label(provenance: dict) -> str:
         rev = str(src.get("revision") or "")[:7]
         return f"Hub: {src.get('repo')}" + (f" ({extra})" if extra else "") + (f" @ {rev}" if rev else "")
     return f"file: {Path(str(src.get('path') or '?')).name}"
+
+
+def provenance_summary(provenance: dict) -> str:
+    """One line for the Data page: where the rows came from, the mapping, how many, when."""
+    mapping = ", ".join(f"{' + '.join(cols)} -> {name}" for name, cols in (provenance.get("mapping") or {}).items())
+    rows = provenance.get("rows") or {}
+    dropped = f" ({rows['dropped']} left out)" if rows.get("dropped") else ""
+    return (f"Imported from {source_label(provenance)} on {str(provenance.get('imported_at', ''))[:10]}: "
+            f"{rows.get('imported', '?')} rows{dropped}; {mapping}")
