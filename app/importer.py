@@ -170,6 +170,12 @@ def _save_form(source: imports.Source, cmap: mapping.ColumnMap, method: str) -> 
                      column_config={"row": st.column_config.NumberColumn("row", format="%d")})
 
 
+def _cell(value) -> str:
+    """A source value as short text for the table (lists and objects as JSON)."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def import_tab(method: str) -> None:
     """Everything the Import tab shows, for the training method picked at the top of the page."""
     st.caption("Bring in a public dataset or your own file: its columns become one of droidft's row "
@@ -180,6 +186,9 @@ def import_tab(method: str) -> None:
         return
     st.success(f"{len(source.rows):,} rows from {source.label} · columns: {', '.join(source.columns[:12])}",
                icon=":material/table:")
+    with st.expander("The first rows as they are in the source", icon=":material/table_rows:"):
+        st.dataframe(pd.DataFrame([{c: _cell(row.get(c)) for c in source.columns} for row in source.rows[:5]]),
+                     hide_index=True, width="stretch")
     detected = _default_map(source, method)
     if detected and detected.schema:
         st.caption(f"Recognised: **{mapping.SCHEMA_LABELS[detected.schema]}**")
