@@ -13,11 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import hub_server
 from droidft import data as D
 from droidft import studio as us
 from droidft.data import imports as I
 from droidft.data import mapping as M
 from droidft.data import DataError
+
+use_hub = hub_server.use_hub
 
 ALPACA = [{"instruction": f"Add {i} and {i}.", "input": "" if i % 2 else "Show the sum only.",
            "output": str(2 * i)} for i in range(20)]
@@ -335,12 +338,15 @@ def test_cli_imports_previews_and_prints_the_folder_last(cli, tmp_path):
     assert D.validate_dataset(folder, "grpo").splits == {"train": 16, "valid": 2, "test": 2}
 
 
-def test_cli_hand_mapping(cli, tmp_path):
+def test_cli_hand_mapping(tmp_path, capsys):
+    from droidft.cli import main
+
     path = write(tmp_path / "odd.csv", [{"q": f"q{i}", "ctx": "c", "a": f"a{i}"} for i in range(10)])
-    out = cli("data", "import", str(path), "--name", "odd", "--map", "q=prompt", "--map", "ctx=prompt",
-              "--map", "a=completion", "--format", "chat")
-    assert out.returncode == 0, out.stderr
-    rows = [json.loads(x) for x in (Path(out.stdout.strip()) / "train.jsonl").read_text().splitlines()]
+    assert main(["data", "import", str(path), "--name", "odd", "--map", "q=prompt", "--map", "ctx=prompt",
+                 "--map", "a=completion", "--format", "chat"]) == 0
+    out = capsys.readouterr()
+    assert "your mapping -> chat (messages): q + ctx -> prompt, a -> completion" in out.err
+    rows = [json.loads(x) for x in (Path(out.out.strip()) / "train.jsonl").read_text().splitlines()]
     assert rows[0]["messages"][0] == {"role": "user", "content": rows[0]["messages"][0]["content"]}
     assert rows[0]["messages"][0]["content"].endswith("\n\nc")
 
@@ -353,19 +359,21 @@ def test_cli_hand_mapping(cli, tmp_path):
     (["good.csv", "--method", "dpo"], "no known schema for prompt/chosen/rejected"),
     (["acme/data", "--config", "x"], "cannot be reached"),
 ])
-def test_cli_failures_are_one_line(cli, tmp_path, monkeypatch, args, fragment):
+def test_cli_failures_are_one_line(tmp_path, monkeypatch, capsys, use_hub, args, fragment):
+    """In-process (the subprocess path is covered above): progress lines, then one failure line."""
+    from droidft.cli import main
+
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: never the internet
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    use_hub(hub_server.closed_port_url())  # nothing listens there: never the internet
     write(tmp_path / "good.csv", QA)
     (tmp_path / "bad.csv").write_text("question,answer\na,1\nb,2,3\n")
-    out = cli("data", "import", *args, "--name", "x")
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    lines = out.stderr.strip().splitlines()
+    assert main(["data", "import", *args, "--name", "x"]) == 2
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
     failures = [x for x in lines if x.startswith("droidft: ")]
-    assert failures == [lines[-1]] and fragment in lines[-1], out.stderr  # progress lines, then one failure line
-    assert out.stdout == ""
+    assert failures == [lines[-1]] and fragment in lines[-1], out.err
+    assert out.out == "" and "Traceback" not in out.err
+    assert list(us.datasets_dir().iterdir()) == []
 
 
 # --------------------------------------------------------------------------- the Data page
