@@ -104,6 +104,18 @@ def test_server_down_is_one_offline_line(local_hub, use_hub):
     assert "\n" not in str(info.value)
 
 
+def test_a_hub_that_never_answers_is_the_same_offline_line(use_hub):
+    """A listening socket that never replies: the first request's short timeout ends the wait."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        use_hub(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        with pytest.raises(DataError, match="cannot be reached: this machine is offline or the Hub is down"):
+            I.read_source("acme/math", config="main")
+
+
 def test_offline_mode_reads_the_cache_and_never_the_network(hub, use_hub):
     first = I.read_source("acme/math", config="main", split="test")
     use_hub(hub, offline=True)

@@ -101,7 +101,8 @@ def load_hub_rows(repo_id: str, *, config: str | None = None, split: str = "trai
     sha = revision
     if not constants.HF_HUB_OFFLINE:
         try:
-            sha = HfApi().dataset_info(repo_id, revision=revision, timeout=timeout).sha or revision
+            info = _within(timeout, lambda: HfApi().dataset_info(repo_id, revision=revision, timeout=timeout))
+            sha = info.sha or revision
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line
             raise _explain(exc, repo_id) from None
     import datasets
@@ -123,6 +124,30 @@ def load_hub_rows(repo_id: str, *, config: str | None = None, split: str = "trai
     origin = {"kind": "hub", "repo": repo_id, "config": config or ds.config_name, "split": split,
               "revision": sha or _cached_commit(ds), "requested_revision": revision or "main", "endpoint": endpoint()}
     return f"{repo_id} ({split})", list(ds.column_names), rows, origin
+
+
+def _within(seconds: float, fn):
+    """fn() on a daemon thread, waited for at most ``seconds`` (httpx's timeout is per phase
+    and huggingface_hub may retry, so a silent Hub could hold the caller several times longer).
+    A call still running is left to end on its own (a daemon: it never delays exit)."""
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="droidft-hub-dataset", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer in {seconds:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _headline(exc: BaseException) -> str:
