@@ -64,6 +64,12 @@ def write(path: Path, rows, kind: str | None = None) -> Path:
     (PREFERENCE, "preference", "preference", PREFERENCE[0]),
     (GRPO, "grpo", "grpo", GRPO[0]),
     ([{"text": "plain text"}], "text", "text", {"text": "plain text"}),
+    ([{"instruction": "Name a colour.", "context": "", "response": "Teal."}], "dolly", "completions",
+     {"prompt": "Name a colour.", "completion": "Teal."}),
+    ([{"prompt": "Hi", "response": "Hello"}], "prompt_response", "completions", {"prompt": "Hi", "completion": "Hello"}),
+    # Alpaca's own files also carry a pre-rendered "text": the specific schema wins
+    ([dict(ALPACA[1], text="### Instruction: ...")], "alpaca", "completions",
+     {"prompt": "Add 1 and 1.", "completion": "2"}),
 ])
 def test_each_schema_is_recognised_and_mapped(rows, schema, fmt, first):
     columns = list(rows[0])

@@ -5,18 +5,17 @@ A :class:`ColumnMap` says which source columns feed which droidft field (``promp
 line (Alpaca's ``instruction`` + ``input`` become one prompt). Common schemas are recognised
 by their column names so most imports need no mapping at all:
 
-=============  ======================================  ==================================
-schema         columns                                 formats it can become
-=============  ======================================  ==================================
-messages       ``messages`` (role/content)             chat
-sharegpt       ``conversations`` (from/value)          chat
-preference     ``prompt``/``chosen``/``rejected``      preference, completions, chat
-alpaca         ``instruction``/``input``/``output``    completions, chat, grpo
-qa             ``question``/``answer``                 completions, chat, grpo
-grpo           ``prompt``/``answer``                   grpo, completions, chat
-completions    ``prompt``/``completion``               completions, chat, grpo
-text           ``text``                                text
-=============  ======================================  ==================================
+    schema           columns                                 formats it can become
+    messages         messages (role/content)                 chat
+    sharegpt         conversations (from/value)              chat
+    preference       prompt / chosen / rejected              preference, completions, chat
+    alpaca           instruction / input / output            completions, chat, grpo
+    dolly            instruction / context / response        completions, chat, grpo
+    qa               question / answer                       completions, chat, grpo
+    prompt_response  prompt / response                       completions, chat, grpo
+    grpo             prompt / answer                         grpo, completions, chat
+    completions      prompt / completion                     completions, chat, grpo
+    text             text (only when nothing else matches)   text
 
 The first format listed is the schema's own; a training method picks another where it fits.
 No Streamlit and no I/O here: the import module reads the rows, this one maps them.
@@ -82,7 +81,10 @@ SCHEMAS = (
             "chat": {"system": ("system",), "prompt": ("prompt",), "completion": ("chosen",)}}),
     Schema("alpaca", "Alpaca (instruction/input/output)", ("instruction", "output"),
            _qa_maps(("instruction", "input"), "output")),
+    Schema("dolly", "Dolly (instruction/context/response)", ("instruction", "response"),
+           _qa_maps(("instruction", "context"), "response")),
     Schema("qa", "question/answer", ("question", "answer"), _qa_maps(("question",), "answer")),
+    Schema("prompt_response", "prompt/response", ("prompt", "response"), _qa_maps(("prompt",), "response")),
     Schema("grpo", "prompt/answer", ("prompt", "answer"),
            {"grpo": {"system": ("system",), "prompt": ("prompt",), "answer": ("answer",), "type": ("type",)},
             "completions": {"prompt": ("prompt",), "completion": ("answer",)},
@@ -174,9 +176,13 @@ def _schema_map(schema: Schema, fmt: str, columns: list[str]) -> ColumnMap:
 
 
 def matching_schemas(columns: list[str]) -> list[Schema]:
-    """The schemas whose identifying columns are all present (case does not matter)."""
+    """The schemas whose identifying columns are all present (case does not matter). A bare
+    ``text`` column counts only when nothing more specific matches: Alpaca's own files carry a
+    pre-rendered ``text`` beside instruction/input/output."""
     have = set(_lookup(columns))
-    return [s for s in SCHEMAS if all(c in have for c in s.needs)]
+    found = [s for s in SCHEMAS if all(c in have for c in s.needs)]
+    specific = [s for s in found if s.name != "text"]
+    return specific or found
 
 
 def auto_map(columns: list[str], fmt: str | None = None, method: str | None = None) -> ColumnMap:
