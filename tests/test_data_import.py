@@ -262,6 +262,12 @@ def test_empty_files_and_huge_rows(tmp_path):
     long_csv = tmp_path / "huge.csv"
     long_csv.write_text("question,answer\na,1\n" + "b," + "x" * (D.MAX_LINE_BYTES + 10) + "\n")
     assert read_error(long_csv) == "huge.csv line 3: is over the 16.0 MB limit for one row; split or shorten it"
+    # a Parquet cell has no line: the mapped row is measured, by droidft's validator, numbered by row
+    big = write(tmp_path / "huge.parquet", [ALPACA[0], {"instruction": "x" * (D.MAX_LINE_BYTES + 10), "input": "",
+                                                        "output": "y"}, ALPACA[2]])
+    src = I.read_file(big)
+    with pytest.raises(DataError, match=r"^huge.parquet row 2: is 16.0 MB long, over the 16.0 MB limit for one row"):
+        I.import_dataset(src, M.auto_map(src.columns), "huge")
 
 
 def test_rows_the_validator_refuses_stop_the_import_with_row_numbers(tmp_path):
