@@ -385,7 +385,7 @@ def test_cli_failures_are_one_line(tmp_path, monkeypatch, capsys, use_hub, args,
     failures = [x for x in lines if x.startswith("droidft: ")]
     assert failures == [lines[-1]] and fragment in lines[-1], out.err
     assert out.out == "" and "Traceback" not in out.err
-    assert list(us.datasets_dir().iterdir()) == []
+    assert list(D.datasets_dir().iterdir()) == []
 
 
 # --------------------------------------------------------------------------- the Data page

@@ -11,6 +11,7 @@ came from, the column mapping, and row counts. No Streamlit here.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -333,11 +334,12 @@ def parse_split(text: str | None) -> tuple[float, float]:
     return numbers[1] / 100, (numbers[2] / 100 if len(numbers) == 3 else 0.0)
 
 
-def check_rows(source: Source, cmap: ColumnMap, method: str | None = None
-               ) -> tuple[list[tuple[int, dict]], list[Problem], list[Problem], str]:
+def check_rows(source: Source, cmap: ColumnMap, method: str | None = None, *,
+               workdir: str | Path | None = None) -> tuple[list[tuple[int, dict]], list[Problem], list[Problem], str]:
     """Map every row and run droidft's own validator on the result, numbered by source row.
 
-    Returns (rows that are fine, error problems, warnings, the method validated for).
+    Returns (rows that are fine, error problems, warnings, the method validated for). With
+    ``workdir`` the mapped rows stay there as ``rows.jsonl`` (all of them, bad ones included).
     """
     method = normalize_method(method) if method else methods_for_format(cmap.format)[0]
     if cmap.format not in METHOD_FORMATS[method]:
@@ -345,16 +347,16 @@ def check_rows(source: Source, cmap: ColumnMap, method: str | None = None
     mapped, errors = map_rows(source.rows, cmap, source.label)
     warnings: list[Problem] = []
     if mapped:
-        with tempfile.TemporaryDirectory(prefix="droidft-import-") as tmp:
-            staged = Path(tmp) / "rows.jsonl"
+        with contextlib.ExitStack() as stack:
+            folder = workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="droidft-import-"))
+            staged = Path(folder) / "rows.jsonl"
             write_jsonl(staged, [row for _, row in mapped])
             report = validate_dataset(staged, method, max_problems=len(mapped) * 4 + 50, require_valid=False)
         bad_lines = set()
         for p in report.problems:
             if p.line is None:
                 continue  # the note that one file has no validation split: the import splits it
-            number = mapped[p.line - 1][0]
-            found = RowProblem(source.label, number, p.message, p.level)
+            found = RowProblem(source.label, mapped[p.line - 1][0], p.message, p.level)
             if p.level == "error":
                 errors.append(found)
                 bad_lines.add(p.line)
@@ -374,16 +376,17 @@ def import_dataset(source: Source, cmap: ColumnMap, name: str, *, method: str | 
     provenance lists them). Nothing is written until every row is known to be usable.
     """
     cmap.check(source.columns)
-    rows, errors, warnings, method = check_rows(source, cmap, method)
-    if errors and not drop_bad:
-        raise fail(source.label, errors)
-    if not rows:
-        raise fail(source.label, errors or [Problem(source.label, None, "has no rows to import")])
     root = Path(datasets_root) if datasets_root else datasets_dir()
-    folder = unique_path(root, name or "dataset", default="dataset")
     with tempfile.TemporaryDirectory(prefix=".import-", dir=root) as tmp:
+        rows, errors, warnings, method = check_rows(source, cmap, method, workdir=tmp)
+        if errors and not drop_bad:
+            raise fail(source.label, errors)
+        if not rows:
+            raise fail(source.label, errors or [Problem(source.label, None, "has no rows to import")])
         staged = Path(tmp) / "rows.jsonl"
-        write_jsonl(staged, [row for _, row in rows])
+        if errors:  # leave the bad rows out of the staged file
+            write_jsonl(staged, [row for _, row in rows])
+        folder = unique_path(root, name or "dataset", default="dataset")
         folder.mkdir(parents=True)
         try:
             report = split_dataset(staged, folder, valid_fraction=valid_fraction,
