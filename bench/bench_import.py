@@ -64,8 +64,7 @@ def main() -> None:
 
     import datasets
 
-    from droidft import data_import as imports
-    from droidft import data_mapping as mapping
+    from droidft.data import imports, mapping
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()

@@ -165,15 +165,13 @@ def test_every_file_kind_imports_into_a_valid_dataset(tmp_path, kind):
     assert (prov["schema"], prov["format"], prov["method"]) == ("alpaca", "completions", "sft")
 
 
-def test_imported_sets_load_in_the_trainers_own_loaders(tmp_path):
+def test_imported_sets_load_in_the_trainers_own_loaders(tmp_path, demo_model):
     from types import SimpleNamespace
 
     from mlx_lm.tuner.datasets import load_dataset as mlx_load
-
-    from droidft.demo_model import demo_model_path
     from mlx_lm.utils import load_tokenizer
 
-    tok = load_tokenizer(Path(demo_model_path()))
+    tok = load_tokenizer(Path(demo_model))
     src = I.read_file(write(tmp_path / "chat.jsonl", SHAREGPT))
     folder = I.import_dataset(src, M.auto_map(src.columns), "sg").path
     args = SimpleNamespace(data=str(folder), train=True, test=False, hf_dataset=None, mask_prompt=False,
