@@ -293,6 +293,10 @@ def test_droidft_validator_checks_mapped_rows_numbered_by_source_row(tmp_path):
         I.import_dataset(src, cmap, "chat")
     assert str(info.value) == ("chat.jsonl row 4: 'messages' has no assistant message, so there is nothing to "
                                "learn; add the reply the model should give")
+    assert not [p for p in D.datasets_dir().iterdir() if p.name == "chat"]
+    kept = I.import_dataset(src, cmap, "chat", drop_bad=True)  # the validator's refusal, left out
+    assert kept.provenance["dropped_rows"] == [4] and kept.provenance["rows"]["imported"] == 11
+    assert D.validate_dataset(kept.path, "sft").ok and kept.report.path == str(kept.path)
     # warnings from the validator come back as notes, numbered the same way
     rows[3] = {"conversations": [{"from": "human", "value": "Hello?"}, {"from": "gpt", "value": "Hi"}]}
     grpo = [dict(r) for r in GRPO]

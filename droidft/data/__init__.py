@@ -37,7 +37,7 @@ from .mapping import ColumnMap, auto_map, parse_map
 from .render import preview, token_stats
 from .resolve import resolve_dataset
 from .samples import sample_data
-from .split import split_dataset
+from .split import split_dataset, split_indices
 from .validate import DatasetReport, validate_dataset
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
     # validation, preview, statistics
     "DatasetReport", "validate_dataset", "preview", "token_stats",
     # making datasets
-    "split_dataset", "sample_data",
+    "split_dataset", "split_indices", "sample_data",
     # the user's datasets
     "safe_filename", "datasets_dir", "list_datasets", "unique_path", "new_dataset_dir",
     "save_uploads",

@@ -11,12 +11,10 @@ came from, the column mapping, and row counts. No Streamlit here.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
 import re
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from .formats import (FORMAT_EXAMPLES, FORMAT_LABELS, METHOD_FORMATS, SPLITS, Da
 from .jsonl import MAX_LINE_BYTES, human_bytes, load_rows, write_jsonl
 from .library import datasets_dir, unique_path
 from .mapping import ColumnMap, RowProblem, map_row, map_rows
-from .split import split_dataset
+from .split import split_indices
 from .validate import DatasetReport, validate_dataset
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
@@ -334,71 +332,75 @@ def parse_split(text: str | None) -> tuple[float, float]:
     return numbers[1] / 100, (numbers[2] / 100 if len(numbers) == 3 else 0.0)
 
 
-def check_rows(source: Source, cmap: ColumnMap, method: str | None = None, *,
-               workdir: str | Path | None = None) -> tuple[list[tuple[int, dict]], list[Problem], list[Problem], str]:
-    """Map every row and run droidft's own validator on the result, numbered by source row.
+def _write_splits(folder: Path, rows: list[tuple[int, dict]], parts: dict[str, list[int]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, idx in parts.items():
+        if idx:
+            write_jsonl(folder / f"{split}.jsonl", [rows[i][1] for i in idx])
 
-    Returns (rows that are fine, error problems, warnings, the method validated for). With
-    ``workdir`` the mapped rows stay there as ``rows.jsonl`` (all of them, bad ones included).
-    """
-    method = normalize_method(method) if method else methods_for_format(cmap.format)[0]
-    if cmap.format not in METHOD_FORMATS[method]:
-        raise DataError(f"{method} does not train on {FORMAT_LABELS[cmap.format]} rows")
-    mapped, errors = map_rows(source.rows, cmap, source.label)
-    warnings: list[Problem] = []
-    if mapped:
-        with contextlib.ExitStack() as stack:
-            folder = workdir or stack.enter_context(tempfile.TemporaryDirectory(prefix="droidft-import-"))
-            staged = Path(folder) / "rows.jsonl"
-            write_jsonl(staged, [row for _, row in mapped])
-            report = validate_dataset(staged, method, max_problems=len(mapped) * 4 + 50, require_valid=False)
-        bad_lines = set()
-        for p in report.problems:
-            if p.line is None:
-                continue  # the note that one file has no validation split: the import splits it
-            found = RowProblem(source.label, mapped[p.line - 1][0], p.message, p.level)
-            if p.level == "error":
-                errors.append(found)
-                bad_lines.add(p.line)
-            else:
-                warnings.append(found)
-        mapped = [m for i, m in enumerate(mapped, 1) if i not in bad_lines]
-    errors.sort(key=lambda p: p.line or 0)
-    return mapped, errors, warnings, method
+
+def _row_problems(report: DatasetReport, rows: list[tuple[int, dict]], parts: dict[str, list[int]],
+                  label: str) -> tuple[list[Problem], list[Problem], set[int]]:
+    """The validator's findings in the split files, numbered by source row instead:
+    (errors, warnings, positions in ``rows`` of the rows with errors)."""
+    errors, warnings, bad = [], [], set()
+    for p in report.problems:
+        split = p.file.removesuffix(".jsonl")
+        if p.line is None or split not in parts:
+            (errors if p.level == "error" else warnings).append(p)
+            continue
+        position = parts[split][p.line - 1]
+        found = RowProblem(label, rows[position][0], p.message, p.level)
+        if p.level == "error":
+            errors.append(found)
+            bad.add(position)
+        else:
+            warnings.append(found)
+    return errors, warnings, bad
 
 
 def import_dataset(source: Source, cmap: ColumnMap, name: str, *, method: str | None = None,
                    valid_fraction: float = 0.1, test_fraction: float = 0.0, seed: int = 0,
                    drop_bad: bool = False, datasets_root: str | Path | None = None) -> ImportResult:
-    """Map, check, split and save ``source`` as a new dataset folder called ``name``.
+    """Map, split, check and save ``source`` as a new dataset folder called ``name``.
 
-    Bad rows stop the import with their row numbers, unless ``drop_bad`` leaves them out (the
-    provenance lists them). Nothing is written until every row is known to be usable.
+    Every row goes through droidft's own validator (in the split files it will train from),
+    and problems are reported by source row. Bad rows stop the import, unless ``drop_bad``
+    leaves them out (the provenance lists them). The folder is built aside and appears under
+    its name only once it validates.
     """
     cmap.check(source.columns)
+    method = normalize_method(method) if method else methods_for_format(cmap.format)[0]
+    if cmap.format not in METHOD_FORMATS[method]:
+        raise DataError(f"{method} does not train on {FORMAT_LABELS[cmap.format]} rows")
+    rows, errors = map_rows(source.rows, cmap, source.label)
+    if errors and not drop_bad:
+        raise fail(source.label, errors)
     root = Path(datasets_root) if datasets_root else datasets_dir()
     with tempfile.TemporaryDirectory(prefix=".import-", dir=root) as tmp:
-        rows, errors, warnings, method = check_rows(source, cmap, method, workdir=tmp)
-        if errors and not drop_bad:
-            raise fail(source.label, errors)
-        if not rows:
-            raise fail(source.label, errors or [Problem(source.label, None, "has no rows to import")])
-        staged = Path(tmp) / "rows.jsonl"
-        if errors:  # leave the bad rows out of the staged file
-            write_jsonl(staged, [row for _, row in rows])
+        staging = Path(tmp) / "dataset"
+        for attempt in (1, 2):  # a second pass only to leave out rows the validator refused
+            if not rows:
+                raise fail(source.label, errors or [Problem(source.label, None, "has no rows to import")])
+            parts = split_indices(len(rows), valid_fraction, test_fraction, seed, name=source.label)
+            _write_splits(staging, rows, parts)
+            report = validate_dataset(staging, method, max_problems=len(rows) * 4 + 50)
+            found, warnings, bad = _row_problems(report, rows, parts, source.label)
+            if not found:
+                break
+            errors = sorted(errors + found, key=lambda p: p.line or 0)
+            if not drop_bad or not bad or attempt == 2:
+                raise fail(source.label, errors)
+            rows = [r for i, r in enumerate(rows) if i not in bad]
+            for stale in staging.glob("*.jsonl"):
+                stale.unlink()
         folder = unique_path(root, name or "dataset", default="dataset")
-        folder.mkdir(parents=True)
-        try:
-            report = split_dataset(staged, folder, valid_fraction=valid_fraction,
-                                        test_fraction=test_fraction, seed=seed, method=method)
-            report.raise_if_failed()
-            provenance = _provenance(source, cmap, method, folder, report, rows, errors,
-                                     valid_fraction, test_fraction, seed)
-            (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-    return ImportResult(folder, report, provenance, warnings)
+        provenance = _provenance(source, cmap, method, folder, report, rows, errors,
+                                 valid_fraction, test_fraction, seed)
+        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+        staging.rename(folder)
+    report.path = str(folder)
+    return ImportResult(folder, report, provenance, sorted(warnings, key=lambda p: p.line or 0))
 
 
 def _provenance(source: Source, cmap: ColumnMap, method: str, folder: Path, report: DatasetReport,
