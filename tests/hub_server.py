@@ -32,7 +32,7 @@ decorator: `@route("POST", r"/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+
 on a function `(request: Request, **groups) -> Response`.
 
 Knobs for tests: `rate_limit` (bytes/s per download, a slow link, so a download can be killed
-midway), `cdn_redirect` (LFS files answer 302 to another host name, `localhost`, as the Hub's
+midway), `delay` (seconds before every answer, a slow Hub), `cdn_redirect` (LFS files answer 302 to another host name, `localhost`, as the Hub's
 CDN does, so the client drops the token and GETs there), `requests` (every request seen).
 """
 
@@ -178,6 +178,8 @@ class Repo:
             try:
                 with open(path, "rb") as fh:
                     n = int.from_bytes(fh.read(8), "little")
+                    if n > min(100 * 2**20, path.stat().st_size):
+                        continue  # not a safetensors file
                     header = json.loads(fh.read(n))
             except (OSError, ValueError):
                 continue
@@ -582,6 +584,8 @@ class _Handler(BaseHTTPRequestHandler):
         req = Request(method, parts.path, parse_qs(parts.query, keep_blank_values=True),
                       {k.lower(): v for k, v in self.headers.items()}, body, hub.state, hub)
         hub.requests.append((method, self.path, req.headers.get("range")))
+        if hub.delay:
+            time.sleep(hub.delay)  # a slow Hub
         resp = None
         for methods, pattern, fn in ROUTES:
             if method not in methods.split("|"):
@@ -666,6 +670,7 @@ class HubServer:
         self.port = port
         self.rate_limit = rate_limit
         self.cdn_redirect = cdn_redirect
+        self.delay = 0.0  # seconds before each answer: a slow Hub
         self.requests: list[tuple[str, str, str | None]] = []
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
