@@ -17,7 +17,6 @@ from streamlit.testing.v1 import AppTest
 
 import hub_server
 from droidft import data as D
-from droidft import studio as us
 from droidft.data import imports as I
 from droidft.data import mapping as M
 from droidft.data import DataError

@@ -326,7 +326,8 @@ def parse_split(text: str | None) -> tuple[float, float]:
     except ValueError:
         numbers = []
     if len(numbers) not in (2, 3) or any(x < 0 for x in numbers) or abs(sum(numbers) - 100) > 1e-6:
-        raise DataError(f"--split {text!r}: give train/valid[/test] percentages adding up to 100, e.g. 90/10 or 80/10/10")
+        raise DataError(f"--split {text!r}: give train/valid[/test] percentages adding up to 100, "
+                        "e.g. 90/10 or 80/10/10")
     if numbers[0] <= 0 or numbers[1] <= 0:
         raise DataError(f"--split {text!r}: train and valid each need some rows")
     return numbers[1] / 100, (numbers[2] / 100 if len(numbers) == 3 else 0.0)
