@@ -1,9 +1,15 @@
-"""The lineage graph (dataset -> run -> adapter -> fused model -> evaluation) as Graphviz DOT."""
+"""The lineage graph ([import source ->] dataset -> run -> adapter -> fused model -> evaluation)
+as Graphviz DOT."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from ..data import FORMAT_LABELS
+from ..data.imports import read_provenance, source_label
+from ..data.mapping import SCHEMA_LABELS
+
 
 def _dot_quote(text: str) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -95,10 +101,6 @@ def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
 
 def _import_source(prov: dict, key: str, dataset_key: str, node, lines: list[str]) -> None:
     """The node a dataset was imported from, and an edge labelled with the mapping and rows."""
-    from ..data import FORMAT_LABELS
-    from ..data.imports import source_label
-    from ..data.mapping import SCHEMA_LABELS
-
     node(key, source_label(prov).replace(": ", "\n", 1), "#e0f2fe")
     rows = prov.get("rows") or {}
     schema = SCHEMA_LABELS.get(prov.get("schema") or "", "your mapping")
@@ -111,8 +113,6 @@ def _import_source(prov: dict, key: str, dataset_key: str, node, lines: list[str
 
 def dataset_sources(data_paths) -> dict[str, dict]:
     """Import provenance of each dataset folder that has one (for lineage_dot)."""
-    from ..data.imports import read_provenance
-
     found = {}
     for path in {str(p) for p in data_paths if p}:
         prov = read_provenance(path)
