@@ -178,14 +178,15 @@ if st.session_state.get("pending_delete"):
     confirm_delete(st.session_state["pending_delete"])
 
 # -- lineage ----------------------------------------------------------------------------------
-with st.expander("Lineage: dataset → run → adapter → fused model → evaluation", icon=":material/account_tree:",
+with st.expander("Lineage: source → dataset → run → adapter → fused model → evaluation", icon=":material/account_tree:",
                  expanded=bool(picked)):
     try:
         ids = set(picked) if picked else set(table["id"].head(25))
         runs = table[table["id"].isin(ids) | table["id"].isin(table[table["id"].isin(ids)]["parent_id"])]
         arts = store.artifacts()
         evals = store.evaluations()
-        st.graphviz_chart(us.lineage_dot(runs.to_dict("records"), arts, evals), width="stretch")
+        sources = us.dataset_sources(runs["data"])
+        st.graphviz_chart(us.lineage_dot(runs.to_dict("records"), arts, evals, sources=sources), width="stretch")
         if not picked:
             st.caption("Showing the 25 newest runs; select rows to focus on them.")
     except Exception as exc:  # noqa: BLE001

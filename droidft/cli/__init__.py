@@ -4,7 +4,7 @@ Every command prints plain text (or JSON with --json); `train` and `resume` prin
 the run id as their last line. Bad input exits non-zero with one clear line.
 
 One module per command group, each with `add_commands(subparsers)`:
-models (demo-model, models ...), train (train METHOD), data (sample-data), rewards, inference
+models (demo-model, models ...), train (train METHOD), data (sample-data, data import), rewards, inference
 (generate, compare), fusion (fuse), evaluate (eval), security (set-password, unlock), serve (the
 dashboard), runs (runs, show, metrics, logs, stop, resume, command). `python -m droidft.cli` runs `main`.
 """

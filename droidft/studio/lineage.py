@@ -1,21 +1,29 @@
-"""The lineage graph (dataset -> run -> adapter -> fused model -> evaluation) as Graphviz DOT."""
+"""The lineage graph ([import source ->] dataset -> run -> adapter -> fused model -> evaluation)
+as Graphviz DOT."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..data import FORMAT_LABELS
+from ..data.imports import read_provenance, source_label
+from ..data.mapping import SCHEMA_LABELS
+
+
 def _dot_quote(text: str) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
-                evaluations: list[dict] | None = None, max_runs: int = 60) -> str:
-    """Graphviz DOT of dataset -> run -> adapter -> fused model -> evaluation.
+                evaluations: list[dict] | None = None, max_runs: int = 60,
+                sources: dict[str, dict] | None = None) -> str:
+    """Graphviz DOT of [import source ->] dataset -> run -> adapter -> fused model -> evaluation.
 
     runs: dicts with id, name, status, data, parent_id, adapter_path.
     artifacts: dicts with kind, path, run_id and optional meta {sources: [...]}.
-    evaluations: dicts with id/name, model/adapter and run_id."""
+    evaluations: dicts with id/name, model/adapter and run_id.
+    sources: dataset path -> its import provenance (see dataset_sources)."""
     runs = list(runs)[:max_runs]
     lines = ["digraph lineage {", "  rankdir=LR;",
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];']
@@ -35,6 +43,9 @@ def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
         data = str(run.get("data") or "?")
         dkey = "data:" + data
         node(dkey, "dataset\n" + Path(data).name, "#fef3c7")
+        prov = (sources or {}).get(data)
+        if prov and "src:" + data not in seen:
+            _import_source(prov, "src:" + data, dkey, node, lines)
         rkey = "run:" + run["id"]
         node(rkey, f"{run.get('name') or run['id']}\n{run.get('method', '')} · {run.get('status', '')}",
              "#fee2e2" if run.get("status") == "failed" else "#dbeafe")
@@ -86,3 +97,25 @@ def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
             edge(src, ekey)
     lines.append("}")
     return "\n".join(lines)
+
+
+def _import_source(prov: dict, key: str, dataset_key: str, node, lines: list[str]) -> None:
+    """The node a dataset was imported from, and an edge labelled with the mapping and rows."""
+    node(key, source_label(prov).replace(": ", "\n", 1), "#e0f2fe")
+    rows = prov.get("rows") or {}
+    schema = SCHEMA_LABELS.get(prov.get("schema") or "", "your mapping")
+    label = (f"import: {schema} → {FORMAT_LABELS.get(prov.get('format') or '', prov.get('format'))}\n"
+             f"{rows.get('imported', '?')} rows")
+    if rows.get("dropped"):
+        label += f" ({rows['dropped']} left out)"
+    lines.append(f"  {_dot_quote(key)} -> {_dot_quote(dataset_key)} [label={_dot_quote(label)}, fontsize=9];")
+
+
+def dataset_sources(data_paths) -> dict[str, dict]:
+    """Import provenance of each dataset folder that has one (for lineage_dot)."""
+    found = {}
+    for path in {str(p) for p in data_paths if p}:
+        prov = read_provenance(path)
+        if prov:
+            found[path] = prov
+    return found
