@@ -28,7 +28,7 @@ from . import paths
 
 ROLES = ("owner", "viewer")
 # What a viewer may not do; the owner may do everything.
-OWNER_ONLY = {"start", "stop", "resume", "delete", "upload", "fuse", "evaluate", "split", "sample-data"}
+OWNER_ONLY = {"start", "stop", "resume", "delete", "upload", "fuse", "evaluate", "split", "sample-data", "export"}
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 # Sign-in throttling: a client may get FREE_FAILURES passwords wrong within WINDOW seconds;
