@@ -45,7 +45,10 @@ def _dataset_facts(data: str | None, method: str | None) -> dict:
     except Exception:  # noqa: BLE001 - gone or unreadable: say what was recorded
         return facts
     facts["path"] = str(folder)
-    if str(data).strip().lower() == "demo":
+    from .. import paths
+
+    demo_root = (paths.DATA_DIR / "demo").resolve()
+    if str(data).strip().lower() == "demo" or demo_root in Path(folder).resolve().parents:
         facts["provenance"] = "droidft's bundled demo dataset (generated from text shipped with droidft)"
     rows = {}
     for split in ("train", "valid", "test"):
@@ -59,6 +62,17 @@ def _dataset_facts(data: str | None, method: str | None) -> dict:
     return facts
 
 
+def _is_demo_model(path_or_name) -> bool:
+    from .. import paths
+
+    if str(path_or_name) == "demo":
+        return True
+    try:
+        return Path(str(path_or_name)).resolve() == paths.demo_model_dir().resolve()
+    except OSError:
+        return False
+
+
 def card_facts(src, target: str, extra: dict | None = None) -> dict:
     """Everything a card says, as plain data (also kept in the export's artifact)."""
     from .. import store
@@ -68,6 +82,8 @@ def card_facts(src, target: str, extra: dict | None = None) -> dict:
     base_name = src.base_name or config.get("model")
     if src.provenance.get("base_model"):
         base_name = base_name or src.provenance["base_model"]
+    if base_name and _is_demo_model(src.base or base_name):
+        base_name = "droidft-demo (droidft's built-in demo model, not on the Hub)"
     facts: dict = {
         "target": target,
         "base_model": base_name,

@@ -28,6 +28,7 @@ class Turns:
     roles: dict | None = None  # role renames (Gemma calls the assistant "model")
     stops: tuple[str, ...] = ()
     default_system: str | None = None  # Qwen 2.5 says who it is when no system prompt is given
+    lead: str = ""  # a bos token the template writes itself (the tokenizer does not add it)
 
 
 def _family(template: str, bos: str | None, add_bos: bool) -> Turns | None:
@@ -37,47 +38,47 @@ def _family(template: str, bos: str | None, add_bos: bool) -> Turns | None:
         system_text = "{content}"
         if "Cutting Knowledge Date" in template:
             system_text = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n{content}"
-        return Turns("llama3", lead + header.format(role="system") + system_text + "<|eot_id|>",
+        return Turns("llama3", header.format(role="system") + system_text + "<|eot_id|>",
                      header + "{content}<|eot_id|>", header.format(role="assistant"),
-                     stops=("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"))
+                     stops=("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"), lead=lead)
     if "<|im_start|>" in template:
         default = None
         marker = "'<|im_start|>system\\n"
         if "{%- else %}" in template and template.count(marker) >= 2:
             tail = template.split(marker)[2]
             default = tail.split("<|im_end|>")[0]
-        return Turns("chatml", lead + "<|im_start|>system\n{content}<|im_end|>\n",
+        return Turns("chatml", "<|im_start|>system\n{content}<|im_end|>\n",
                      "<|im_start|>{role}\n{content}<|im_end|>\n", "<|im_start|>assistant\n",
-                     stops=("<|im_end|>", "<|endoftext|>"), default_system=default)
+                     stops=("<|im_end|>", "<|endoftext|>"), default_system=default, lead=lead)
     if "<start_of_turn>" in template:
-        return Turns("gemma", lead, "<start_of_turn>{role}\n{content}<end_of_turn>\n", "<start_of_turn>model\n",
-                     roles={"assistant": "model"}, stops=("<end_of_turn>", "<eos>"))
+        return Turns("gemma", "", "<start_of_turn>{role}\n{content}<end_of_turn>\n", "<start_of_turn>model\n",
+                     roles={"assistant": "model"}, stops=("<end_of_turn>", "<eos>"), lead=lead)
     phi_like = "<|user|>" in template and "<|assistant|>" in template
     demo_like = "'<|' + message['role'] + '|>" in template and "<|assistant|>" in template  # droidft-demo
     if phi_like or demo_like:
-        return Turns("phi3", lead + "<|system|>\n{content}<|end|>\n", "<|{role}|>\n{content}<|end|>\n",
-                     "<|assistant|>\n", stops=("<|end|>", "<|endoftext|>"))
+        return Turns("phi3", "<|system|>\n{content}<|end|>\n", "<|{role}|>\n{content}<|end|>\n",
+                     "<|assistant|>\n", stops=("<|end|>", "<|endoftext|>"), lead=lead)
     return None
 
 
 def go_template(t: Turns) -> str:
     """The Turns as an Ollama TEMPLATE (Go text/template over .System and .Messages)."""
-    lead, _, system_rest = t.system.partition("{content}") if "{content}" in t.system else (t.system, "", "")
-    out = ""
+    sys_head, _, sys_tail = t.system.partition("{content}")
+    out = t.lead
     if t.family == "gemma":
         # Gemma folds the system prompt into the first user turn.
-        out += t.system + "{{- range $i, $m := .Messages }}{{- if ne $m.Role \"system\" }}"
+        out += "{{- range $i, $m := .Messages }}{{- if ne $m.Role \"system\" }}"
         out += "<start_of_turn>{{ if eq $m.Role \"assistant\" }}model{{ else }}{{ $m.Role }}{{ end }}\n"
         out += "{{ if and (eq $i 0) $.System }}{{ $.System }}\n\n{{ end }}{{ $m.Content }}<end_of_turn>\n"
         out += "{{ end }}{{ end }}" + t.generation
         return out
     if t.default_system is not None:
-        out += "{{ if .System }}" + lead + "{{ .System }}" + system_rest + "{{ else }}" \
-            + lead + t.default_system + system_rest + "{{ end }}"
+        out += "{{ if .System }}" + sys_head + "{{ .System }}" + sys_tail + "{{ else }}" \
+            + sys_head + t.default_system + sys_tail + "{{ end }}"
     elif t.family == "llama3":
-        out += lead + "{{ .System }}" + system_rest
+        out += sys_head + "{{ .System }}" + sys_tail
     else:
-        out += "{{ if .System }}" + lead + "{{ .System }}" + system_rest + "{{ end }}"
+        out += "{{ if .System }}" + sys_head + "{{ .System }}" + sys_tail + "{{ end }}"
     turn = t.turn.replace("{role}", "{{ .Role }}").replace("{content}", "{{ .Content }}")
     out += "{{ range .Messages }}{{ if ne .Role \"system\" }}" + turn + "{{ end }}{{ end }}" + t.generation
     return out
@@ -87,28 +88,36 @@ def render(t: Turns, messages: list[dict]) -> str:
     """What Ollama's template gives for `messages` (the system prompt goes to .System)."""
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     rest = [m for m in messages if m["role"] != "system"]
-    lead, _, system_rest = t.system.partition("{content}") if "{content}" in t.system else (t.system, "", "")
+    sys_head, _, sys_tail = t.system.partition("{content}")
     if t.family == "gemma":
-        out = t.system
+        out = t.lead
         for i, m in enumerate(rest):
             role = (t.roles or {}).get(m["role"], m["role"])
             content = (system + "\n\n" if i == 0 and system else "") + m["content"]
             out += f"<start_of_turn>{role}\n{content}<end_of_turn>\n"
         return out + t.generation
+    out = t.lead
     if system or t.family == "llama3":
-        out = lead + system + system_rest
+        out += sys_head + system + sys_tail
     elif t.default_system is not None:
-        out = lead + t.default_system + system_rest
-    else:
-        out = ""
+        out += sys_head + t.default_system + sys_tail
     for m in rest:
         out += t.turn.format(role=(t.roles or {}).get(m["role"], m["role"]), content=m["content"])
     return out + t.generation
 
 
+def chat_template(model_dir: Path, tokenizer_config: dict | None = None) -> str:
+    """The Jinja chat template: in tokenizer_config.json, or chat_template.jinja beside it
+    (where transformers 5 saves it, as mlx-lm's save does for fused models)."""
+    cfg = tokenizer_config if tokenizer_config is not None else json.loads(
+        (Path(model_dir) / "tokenizer_config.json").read_text())
+    jinja = Path(model_dir) / "chat_template.jinja"
+    return cfg.get("chat_template") or (jinja.read_text(encoding="utf-8") if jinja.is_file() else "")
+
+
 def turns_for(model_dir: Path) -> Turns | None:
     cfg = json.loads((Path(model_dir) / "tokenizer_config.json").read_text())
-    template = cfg.get("chat_template") or ""
+    template = chat_template(model_dir, cfg)
     if isinstance(template, list):
         template = next((t.get("template", "") for t in template if t.get("name") == "default"), "")
     tok = json.loads((Path(model_dir) / "tokenizer.json").read_text())
