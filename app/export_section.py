@@ -37,9 +37,8 @@ def _sizes(n: int | None) -> str:
 
 def _start(source: str, target: str, options: dict, key: str) -> None:
     """The button's handler: the role is checked here, whatever the button showed."""
-    action = "upload" if target == "hub" else "export"
-    security.require(role(), action)
-    st.session_state[f"{key}.job"] = jobs.start(source, target, **options)
+    security.require(role(), "upload" if target == "hub" else "export")
+    st.session_state[f"{key}.job"] = jobs.start(source, target, role=role(), **options)
 
 
 def _files(job: dict, key: str) -> None:

@@ -23,8 +23,12 @@ FLUSH_S = 1.0
 _children: dict[str, subprocess.Popen] = {}
 
 
-def start(source: str, to: str, **options) -> str:
-    """Record the export and start its process; returns the job id."""
+def start(source: str, to: str, *, role: str | None = "owner", **options) -> str:
+    """Record the export and start its process; returns the job id. `role` is the dashboard
+    visitor's: in LAN mode only the owner may export or upload (checked here, not only in the UI)."""
+    from .. import security
+
+    security.require(role, "upload" if to == "hub" else "export")
     if to not in TARGETS:
         raise ExportError(f"Unknown export target '{to}': choose one of {', '.join(TARGETS)}.")
     unknown = set(options) - set(OPTIONS)
