@@ -235,7 +235,8 @@ def require(role: str | None, action: str) -> None:
 
 def allowed_roots() -> list[Path]:
     roots = [paths.DATA_DIR, paths.home(), Path.home() / ".cache" / "huggingface",
-             Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio"]
+             Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio",
+             paths.lmstudio_models_dir()]
     extra = os.environ.get("DROIDFT_ALLOWED_ROOTS", "")
     roots += [Path(p) for p in extra.split(os.pathsep) if p]
     return [r.resolve() for r in roots]

@@ -106,40 +106,51 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
         w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
 
 
+_NP_DTYPES = {"F16": np.float16, "F32": np.float32}
+
+
 class _Weights:
-    """The model's tensors by Hugging Face name, loaded lazily per safetensors file, with MLX
-    quantised linears (weight + scales + biases) de-quantised to float32."""
+    """The model's tensors by Hugging Face name. float16/float32 tensors are read straight from
+    the memory-mapped safetensors (no copy until written); bfloat16 and MLX quantised linears
+    (weight + scales + biases, de-quantised to float32) go through MLX."""
 
     def __init__(self, folder: Path, config: dict):
-        import mlx.core as mx
-
         self.files = sorted(folder.glob("*.safetensors"))
         if not self.files:
             raise GGUFExportError(f"{folder} holds no *.safetensors weights.")
-        self.arrays: dict = {}
+        self.index: dict[str, tuple[Path, dict, int]] = {}  # name -> (file, header entry, data offset)
         for f in self.files:
-            self.arrays.update(mx.load(str(f)))
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
+            for name, info in header.items():
+                if name != "__metadata__":
+                    self.index[name] = (f, info, 8 + n)
+        self._maps: dict[Path, np.memmap] = {}
+        self._mlx: dict[Path, dict] = {}
         self.quant = config.get("quantization") or config.get("quantization_config") or {}
         self.bytes_read = sum(f.stat().st_size for f in self.files)
 
     def names(self) -> list[str]:
         """Tensor names, without the scales/biases of quantised layers."""
         out = []
-        for name in self.arrays:
+        for name in self.index:
             stem = name.rsplit(".", 1)[0]
-            if name.endswith((".scales", ".biases")) and f"{stem}.scales" in self.arrays \
-                    and f"{stem}.weight" in self.arrays:
+            if name.endswith((".scales", ".biases")) and f"{stem}.scales" in self.index \
+                    and f"{stem}.weight" in self.index:
                 continue
             out.append(name)
         return out
 
+    def _quantized(self, name: str) -> bool:
+        return name.endswith(".weight") and f"{name.rsplit('.', 1)[0]}.scales" in self.index
+
     def shape(self, name: str) -> tuple[int, ...]:
-        stem = name.rsplit(".", 1)[0]
-        a = self.arrays[name]
-        if name.endswith(".weight") and f"{stem}.scales" in self.arrays:
-            bits = self._quant_for(stem)["bits"]
-            return (*a.shape[:-1], a.shape[-1] * 32 // bits)
-        return tuple(a.shape)
+        shape = tuple(self.index[name][1]["shape"])
+        if self._quantized(name):
+            bits = self._quant_for(name.rsplit(".", 1)[0])["bits"]
+            return (*shape[:-1], shape[-1] * 32 // bits)
+        return shape
 
     def _quant_for(self, stem: str) -> dict:
         own = self.quant.get(stem)
@@ -150,18 +161,35 @@ class _Weights:
         return {"bits": int(q["bits"]), "group_size": int(q.get("group_size", 64)),
                 "mode": q.get("mode", "affine")}
 
+    def _raw(self, name: str) -> np.ndarray | None:
+        f, info, base = self.index[name]
+        dtype = _NP_DTYPES.get(info["dtype"])
+        if dtype is None:
+            return None
+        if f not in self._maps:
+            self._maps[f] = np.memmap(f, dtype=np.uint8, mode="r")
+        start, end = info["data_offsets"]
+        return self._maps[f][base + start:base + end].view(dtype).reshape(info["shape"])
+
     def load(self, name: str, dtype) -> np.ndarray:
-        """One tensor as a numpy array of `dtype` (float16 or float32); MLX converts."""
+        """One tensor as a numpy array of `dtype` (float16 or float32); a read-only view of the
+        file when it is stored that way already."""
+        raw = None if self._quantized(name) else self._raw(name)
+        if raw is not None:
+            return raw if raw.dtype == dtype else raw.astype(dtype)
         import mlx.core as mx
 
+        f = self.index[name][0]
+        if f not in self._mlx:
+            self._mlx[f] = mx.load(str(f))
+        arrays = self._mlx[f]
         stem = name.rsplit(".", 1)[0]
-        a = self.arrays[name]
-        if name.endswith(".weight") and f"{stem}.scales" in self.arrays:
+        a = arrays[name]
+        if self._quantized(name):
             q = self._quant_for(stem)
-            a = mx.dequantize(a, self.arrays[f"{stem}.scales"], self.arrays.get(f"{stem}.biases"),
+            a = mx.dequantize(a, arrays[f"{stem}.scales"], arrays.get(f"{stem}.biases"),
                               group_size=q["group_size"], bits=q["bits"], mode=q["mode"])
-        target = mx.float16 if dtype == np.float16 else mx.float32
-        return np.array(a.astype(target))
+        return np.array(a.astype(mx.float16 if dtype == np.float16 else mx.float32))
 
 
 # --------------------------------------------------------------------------- metadata
@@ -325,6 +353,7 @@ class _Planned:
     nbytes: int
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     data: np.ndarray | None = None
+    shift_free: bool = False  # the transform only reorders values
 
 
 def _plan(weights: _Weights, spec: ArchSpec, config: dict, outtype: str) -> list[_Planned]:
@@ -366,7 +395,8 @@ def _plan(weights: _Weights, spec: ArchSpec, config: dict, outtype: str) -> list
             transform = (lambda w, h=heads: _permute(w, h))
         if spec.norm_shift and hf_name.endswith("norm.weight"):
             transform = (lambda w, s=spec.norm_shift: w + np.float32(s))
-        plan.append(_Planned(gguf_name, hf_name, shape, qtype_for(shape, gguf_name), 0, transform))
+        plan.append(_Planned(gguf_name, hf_name, shape, qtype_for(shape, gguf_name), 0, transform,
+                             shift_free=transform is not None and not (spec.norm_shift and hf_name.endswith("norm.weight"))))
     if unknown:
         raise GGUFExportError(f"{len(unknown)} tensor(s) have no GGUF name for {spec.arch.lower()} "
                               f"({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''}).")
@@ -399,8 +429,8 @@ def _tensor_data(p: _Planned, weights: _Weights) -> np.ndarray:
     Q = gguf.GGMLQuantizationType
     if p.data is not None:
         return p.data
-    direct_f16 = p.qtype == Q.F16 and p.transform is None
-    w = weights.load(p.source, np.float16 if direct_f16 else np.float32)
+    exact = p.transform is None or p.shift_free  # a reordering is exact in float16
+    w = weights.load(p.source, np.float16 if p.qtype == Q.F16 and exact else np.float32)
     if p.transform is not None:
         w = p.transform(w)
     if p.qtype == Q.F16:
@@ -428,7 +458,7 @@ def write_gguf(model_dir, out_file, *, outtype: str = "f16", name: str | None = 
         raise GGUFExportError(reason)
     spec = ARCHS[config["model_type"]]
     weights = _Weights(model_dir, config)
-    embed = weights.shape("model.embed_tokens.weight") if "model.embed_tokens.weight" in weights.arrays else None
+    embed = weights.shape("model.embed_tokens.weight") if "model.embed_tokens.weight" in weights.index else None
     n_vocab = embed[0] if embed else int(config["vocab_size"])
     plan = _plan(weights, spec, config, outtype)
     notes: list[str] = []

@@ -9,9 +9,9 @@ folders with its MLX engine; elsewhere it needs a GGUF (export --to gguf into th
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .. import paths
 from .mlx import export_mlx
 from .source import ExportError, Source
 
@@ -19,23 +19,8 @@ PUBLISHER = "droidft"
 
 
 def models_dir() -> Path:
-    """LM Studio's models folder on this machine (it need not exist yet)."""
-    override = os.environ.get("DROIDFT_LMSTUDIO_MODELS")
-    if override:
-        return Path(override).expanduser()
-    home = Path.home()
-    pointer = home / ".lmstudio-home-pointer"
-    try:
-        if pointer.is_file():
-            target = Path(pointer.read_text(encoding="utf-8").strip()).expanduser()
-            if target.is_dir():
-                return target / "models"
-    except OSError:
-        pass
-    legacy = home / ".cache" / "lm-studio" / "models"
-    if not (home / ".lmstudio").exists() and legacy.is_dir():
-        return legacy
-    return home / ".lmstudio" / "models"
+    """LM Studio's models folder on this machine (see droidft.paths.lmstudio_models_dir)."""
+    return paths.lmstudio_models_dir()
 
 
 def destination(name: str, publisher: str = PUBLISHER) -> Path:

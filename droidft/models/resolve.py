@@ -42,7 +42,9 @@ def _hf_cache_dirs() -> list[Path]:
 
 
 def _lmstudio_dirs() -> list[Path]:
-    return [Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models"]
+    dirs = [paths.lmstudio_models_dir(), Path.home() / ".lmstudio" / "models",
+            Path.home() / ".cache" / "lm-studio" / "models"]
+    return list(dict.fromkeys(dirs))
 
 
 def _hf_cached_snapshot(repo_id: str) -> Path | None:
