@@ -90,7 +90,7 @@ def main() -> None:
               f"llama-h{args.hidden}-l{args.layers}": (big, f16_copy(big, tmp / "big16"))}
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '(none)')}; median of {args.repeat}")
-    print(f"{'model':18} {'params':>7} {'writer':26} {'GGUF MB':>8} {'seconds':>8} {'GB/s':>6}")
+    print(f"{'model':18} {'params':>7} {'writer':26} {'GGUF MB':>8} {'seconds':>8} {'GB/s':>7}")
     summary = []
     for name, (f32, f16) in models.items():
         n = params(f16)
@@ -114,7 +114,7 @@ def main() -> None:
         for label, secs in {**rows, **extra}.items():
             med = statistics.median(secs)
             gbs[label] = sizes[label] / 1e9 / med
-            print(f"{name:18} {n / 1e6:6.1f}M {label:26} {sizes[label] / 1e6:8.1f} {med:8.2f} {gbs[label]:6.2f}")
+            print(f"{name:18} {n / 1e6:6.1f}M {label:26} {sizes[label] / 1e6:8.1f} {med:8.3f} {gbs[label]:7.4f}")
         ratio = gbs["droidft f16"] / gbs["mlx-lm convert_to_gguf f16"]
         summary.append((name, ratio))
         print(f"{name:18} droidft / mlx-lm (f16, same model, same bytes): {ratio:.2f}x")

@@ -5,7 +5,6 @@ cards, export jobs, the CLI, and Hub uploads against the local Hub server."""
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import mlx.core as mx
@@ -17,7 +16,7 @@ from droidft import store
 from droidft.architectures import FAMILIES, build_matrix_model
 from droidft.export import ExportError, export
 from droidft.export import gguf as gg
-from droidft.export import ollama
+from droidft.export import gguf_vocab, ollama
 from droidft.export.card import read_front_matter
 from helpers import demo_sft
 
@@ -157,8 +156,8 @@ def test_tokens_and_types_match_the_tokenizer(matrix, tmp_path):
 def test_pre_tokenizer_is_named_from_the_split_regex_and_unknown_ones_are_refused(demo_model):
     tok = json.loads((demo_model / "tokenizer.json").read_text())
     assert gg.tokenizer_pre(tok) == "gpt-2"
-    llama3 = next(k for k, v in gg._SPLIT_PRE.items() if v == "llama-bpe")
-    qwen2 = next(k for k, v in gg._SPLIT_PRE.items() if v == "qwen2")
+    llama3 = next(k for k, v in gguf_vocab._SPLIT_PRE.items() if v == "llama-bpe")
+    qwen2 = next(k for k, v in gguf_vocab._SPLIT_PRE.items() if v == "qwen2")
     seq = lambda rx: {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
         {"type": "Split", "pattern": {"Regex": rx}, "behavior": "Isolated"},
         {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}}
@@ -224,7 +223,7 @@ def test_run_to_ollama_writes_gguf_modelfile_card_and_records_an_artifact(home, 
     assert fm["library_name"] == "gguf" and "droidft" in fm["tags"] and "sft" in fm["tags"]
     assert fm["datasets"] == [] and "base_model" not in fm  # the demo model and data are not on the Hub
     latest = store.latest_metrics(run_id)
-    assert f"| Steps trained | 16 |" in card
+    assert "| Steps trained | 16 |" in card
     assert f"| Tokens trained | {int(latest['trained_tokens'])} |" in card
     assert f"| Final train loss | {latest['train_loss']:.4g} |" in card
     assert f"| Final validation loss | {latest['val_loss']:.4g} |" in card
