@@ -23,6 +23,7 @@ BENCHES = {  # name -> (script, what it measures)
     "generate": ("bench_generate.py", "generation tokens/s vs stock `mlx_lm generate`"),
     "fusion": ("bench_fusion.py", "adapter fusion throughput"),
     "distributed": ("bench_distributed.py", "1 vs 2 local ranks (correctness, not speed, on one machine)"),
+    "export": ("bench_export.py", "GGUF export throughput vs mlx-lm's own --export-gguf"),
 }
 
 
