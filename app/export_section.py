@@ -38,6 +38,10 @@ def _sizes(n: int | None) -> str:
 def _start(source: str, target: str, options: dict, key: str) -> None:
     """The button's handler: the role is checked here, whatever the button showed."""
     security.require(role(), "upload" if target == "hub" else "export")
+    if target == "hub":
+        from droidft.export.hub import check_repo_id
+
+        options["repo_id"] = check_repo_id(options.get("repo_id") or "")  # a clear message now, not in the job
     st.session_state[f"{key}.job"] = jobs.start(source, target, role=role(), **options)
 
 
