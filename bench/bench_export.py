@@ -81,8 +81,8 @@ def main() -> None:
     import contextlib
     import io
 
-    from droidft.demo_model import demo_model_path
-    from droidft.synthetic import random_llama, random_lora_adapter
+    from droidft.models.demo import demo_model_path
+    from droidft.models.synthetic import random_llama, random_lora_adapter
 
     demo = demo_model_path()
     big = random_llama(tmp / "big32", hidden_size=args.hidden, num_layers=args.layers, like=demo)

@@ -172,7 +172,7 @@ QUANTIZED = {"qwen3-4bit": ("qwen3", 4)}
 
 
 def _demo_tokenizer_dir() -> Path:
-    from .demo_model import demo_model_path
+    from .models.demo import demo_model_path
 
     return demo_model_path()
 

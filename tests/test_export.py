@@ -205,7 +205,7 @@ def test_modelfile_template_renders_like_the_jinja_template(family, matrix, demo
 # --------------------------------------------------------------------------- a trained run
 
 def test_run_to_ollama_writes_gguf_modelfile_card_and_records_an_artifact(home, trained):
-    from droidft import ui_support as us
+    from droidft import studio as us
 
     run_id = trained["run_id"]
     res = export(run_id, "ollama", name="droid")
@@ -294,7 +294,7 @@ def test_peft_adapter_applied_in_numpy_equals_mlx_lm_fuse(home, trained, demo_mo
 
 
 def test_peft_of_a_subset_of_layers_names_them(demo_model, tmp_path):
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     folder = random_lora_adapter(demo_model, tmp_path / "a", rank=2, keys=["self_attn.q_proj"])
     cfg = json.loads((folder / "adapter_config.json").read_text())
@@ -309,7 +309,7 @@ def test_peft_of_a_subset_of_layers_names_them(demo_model, tmp_path):
 
 
 def test_peft_refuses_models_and_dora_with_a_message(demo_model, tmp_path):
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     with pytest.raises(ExportError, match="model, not an adapter"):
         export(demo_model, "peft", out=tmp_path / "p", record=False)

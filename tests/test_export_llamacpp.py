@@ -103,7 +103,7 @@ def test_trained_demo_run_answers_the_same_in_llama_cpp(trained, monkeypatch, tm
 def test_fused_family_model_answers_the_same_in_llama_cpp(family, demo_model, tmp_path):
     from droidft.architectures import build_matrix_model
     from droidft.export.gguf import write_gguf
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     base = build_matrix_model(family, tmp_path / family)
     adapter = random_lora_adapter(base, tmp_path / "adapter", rank=4, seed=3, scale=4.0, b_std=0.2)

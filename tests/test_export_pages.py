@@ -70,7 +70,7 @@ def test_monitor_offers_export_for_a_finished_run(run_id):
 def test_fusion_offers_export_of_the_fused_result(run_id, tmp_path, demo_model):
     from droidft import fusion
 
-    from droidft.synthetic import random_lora_adapter
+    from droidft.models.synthetic import random_lora_adapter
 
     res = fusion.fuse([run_id], [1.0], out=tmp_path / "fused", to="model")
     # the page asks for two adapters on one base before it shows anything: a second, recorded run
