@@ -34,6 +34,7 @@ BENCHES = {  # name -> (script, what it measures[, arguments])
     "soak": ("bench_soak.py", "an hour of three Monitor tabs on a live run, then ten minutes after: memory over time"),
     "hub": ("bench_hub.py", "Hub pull vs `hf download` from a local Hub; Models page with 200 local models, 1,000 results"),
     "import": ("bench_import.py", "dataset import: DuckDB vs `datasets` reads, full import vs read"),
+    "export": ("bench_export.py", "GGUF export throughput vs mlx-lm's own --export-gguf"),
 }
 ONLY_WHEN_NAMED = {"soak"}  # 70 minutes
 

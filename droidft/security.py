@@ -342,7 +342,8 @@ def require(role: str | None, action: str) -> None:
 
 def allowed_roots() -> list[Path]:
     roots = [paths.DATA_DIR, paths.home(), Path.home() / ".cache" / "huggingface",
-             Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio"]
+             Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio",
+             paths.lmstudio_models_dir()]
     # where huggingface_hub really keeps models, when moved (pulled models live there)
     roots += [Path(os.environ[k]).expanduser() for k in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
               if os.environ.get(k)]

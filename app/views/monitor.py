@@ -12,6 +12,7 @@ from common import (
     show_error, status_badge, viewer_note)
 from droidft import jobs, store
 from droidft import studio as us
+from export_section import export_section
 
 st.title("Monitor")
 
@@ -199,4 +200,8 @@ def live(run_id: str) -> None:
                 height=300, wrap_lines=True)
 
 live(run_id)
+if not active and run.get("adapter_path") and run.get("status") in ("completed", "stopped"):
+    with st.expander("Export", icon=":material/ios_share:"):
+        export_section(run_id, key=f"exp.{run_id}", title="Export this run",
+                       is_adapter=(run.get("config") or {}).get("fine_tune_type", "lora") == "lora")
 link("sessions", "All runs")

@@ -1,10 +1,11 @@
 """Sessions: every run in a sortable, filterable table; overlay curves, diff configs,
-resume, delete, export, download; the lineage graph."""
+resume, delete, download, export (GGUF, Ollama, MLX, LM Studio, PEFT, Hub); the lineage graph."""
 
 import streamlit as st
 
 from charts import overlay_chart
 from common import allowed, attempt, call, empty, goto, require_role, show_error, viewer_note
+from export_section import export_section
 from droidft import jobs, store
 from droidft import studio as us
 
@@ -167,6 +168,10 @@ if len(picked) == 1:
         if run.get("error"):
             with st.expander("Error", icon=":material/error:"):
                 st.code(run["error"], language=None)
+        if run.get("adapter_path") and run.get("status") not in jobs.ACTIVE:
+            with st.container(border=True):
+                export_section(run["id"], key=f"exp.{run['id']}",
+                               is_adapter=(run.get("config") or {}).get("fine_tune_type", "lora") == "lora")
 elif len(picked) > 1:
     deletable = [r for r in picked if table.set_index("id").loc[r, "status"] not in jobs.ACTIVE]
     if deletable and st.button(f"Delete {len(deletable)} selected runs", icon=":material/delete:",
@@ -178,7 +183,7 @@ if st.session_state.get("pending_delete"):
     confirm_delete(st.session_state["pending_delete"])
 
 # -- lineage ----------------------------------------------------------------------------------
-with st.expander("Lineage: source → dataset → run → adapter → fused model → evaluation", icon=":material/account_tree:",
+with st.expander("Lineage: source → dataset → run → adapter → fused model → evaluation, export", icon=":material/account_tree:",
                  expanded=bool(picked)):
     try:
         ids = set(picked) if picked else set(table["id"].head(25))

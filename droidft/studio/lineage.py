@@ -1,5 +1,5 @@
-"""The lineage graph ([import source ->] dataset -> run -> adapter -> fused model -> evaluation)
-as Graphviz DOT."""
+"""The lineage graph ([import source ->] dataset -> run -> adapter -> fused model -> evaluation,
+export) as Graphviz DOT."""
 
 from __future__ import annotations
 
@@ -13,6 +13,16 @@ from ..data.mapping import SCHEMA_LABELS
 
 def _dot_quote(text: str) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _meta(art: dict) -> dict:
+    meta = art.get("meta") or {}
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            meta = {}
+    return meta
 
 
 def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
@@ -57,18 +67,19 @@ def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
             adapter_of[str(run["adapter_path"])] = akey
             node(akey, "adapter\n" + run["id"][:8], "#dcfce7")
             edge(rkey, akey)
+    fused_keys: dict[str, str] = {}
+    exports = []
     for art in artifacts or []:
+        if str(art.get("kind", "")).startswith("export_"):
+            exports.append(art)
+            continue
         if art.get("kind") not in ("fused_adapter", "fused_model", "fusion"):
             continue
         fkey = "fused:" + str(art.get("path"))
+        fused_keys[str(art.get("path"))] = fused_keys[str(art.get("id"))] = fkey
         node(fkey, ("fused model" if art.get("kind") == "fused_model" else "fused adapter")
              + "\n" + Path(str(art.get("path"))).name, "#ede9fe")
-        meta = art.get("meta") or {}
-        if isinstance(meta, str):
-            try:
-                meta = json.loads(meta)
-            except ValueError:
-                meta = {}
+        meta = _meta(art)
         for src in meta.get("inputs") or meta.get("sources") or []:
             key = None
             if isinstance(src, dict):
@@ -80,6 +91,17 @@ def lineage_dot(runs: list[dict], artifacts: list[dict] | None = None,
             key = key or adapter_of.get(str(src)) or adapter_of.get(str(Path(str(src)).parent))
             if key:
                 edge(key, fkey)
+    for art in exports:  # run adapter / fused result -> export (GGUF, MLX, PEFT, Hub ...)
+        meta = _meta(art)
+        run_adapter = next((r.get("adapter_path") for r in runs if r["id"] == art.get("run_id")), None)
+        parent = (fused_keys.get(str(meta.get("source_artifact"))) or fused_keys.get(str(meta.get("source_path")))
+                  or adapter_of.get(str(meta.get("source_path"))) or adapter_of.get(str(run_adapter)))
+        if parent is None:
+            continue
+        xkey = "export:" + str(art.get("id"))
+        what = str(art.get("kind"))[len("export_"):]
+        node(xkey, f"export · {what}\n" + (meta.get("repo_id") or Path(str(art.get("path"))).name), "#ffedd5")
+        edge(parent, xkey)
     for ev in evaluations or []:
         ekey = "eval:" + str(ev.get("id") or ev.get("name"))
         score = ev.get("score")
