@@ -64,11 +64,12 @@ def _dataset_facts(data: str | None, method: str | None) -> dict:
 
 def _is_demo_model(path_or_name) -> bool:
     from .. import paths
+    from ..models.demo import SHIPPED_DIR
 
     if str(path_or_name) == "demo":
         return True
-    try:
-        return Path(str(path_or_name)).resolve() == paths.demo_model_dir().resolve()
+    try:  # the shipped build, or one built locally (stale recipe, $DROIDFT_DEMO_MODEL)
+        return Path(str(path_or_name)).resolve() in {SHIPPED_DIR.resolve(), paths.demo_model_dir().resolve()}
     except OSError:
         return False
 
