@@ -2,19 +2,34 @@
 page shows them side by side, a choice goes back to the trainer and the run goes on. On a
 LAN a viewer may judge only if the run allows it, checked where the click is handled."""
 
+import time
+
 from streamlit.testing.v1 import AppTest
 
-from droidft import jobs, judges, store
+from droidft import jobs, judges, security, store
 from droidft.config import LoraParameters
 from droidft.methods.online import OnlineDPOConfig
 from helpers import wait_for
 from test_pages import APP, TIMEOUT, assert_clean, texts
 
 
+def sign_in_as(at: AppTest, role: str) -> None:
+    """The session a sign-in leaves (issue 17: a role counts only with a current sign-in)."""
+    at.session_state["role"] = role
+    at.session_state["signed_in_at"] = time.time()
+    at.session_state["auth_stamp"] = security.credential_stamp(role)
+
+
+def lan(monkeypatch) -> None:
+    monkeypatch.setenv("DROIDFT_LAN", "1")
+    security.set_password("owner-secret-1", "owner")
+    security.set_password("viewer-secret-1", "viewer")
+
+
 def monitor(run_id: str, role: str | None = None) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     if role:
-        at.session_state["role"] = role
+        sign_in_as(at, role)
     at.run()
     at.query_params["run"] = run_id
     at.switch_page("views/monitor.py").run()
@@ -34,7 +49,7 @@ def test_monitor_shows_pairs_and_a_choice_goes_back_to_the_run(demo_model, monke
     try:
         pending = wait_for(lambda: len(judges.open_pairs(run_id)) == 2 and judges.open_pairs(run_id), timeout=300)
         # a viewer on a LAN sees the pairs but may not judge this run: disabled, and refused if clicked anyway
-        monkeypatch.setenv("DROIDFT_LAN", "1")
+        lan(monkeypatch)
         at = monitor(run_id, role="viewer")
         assert "**Judge the answers** · which reply is better?" in texts(at, "markdown")
         assert any("Only the owner judges" in c for c in texts(at, "caption"))
@@ -43,7 +58,7 @@ def test_monitor_shows_pairs_and_a_choice_goes_back_to_the_run(demo_model, monke
         # the handler checks the role itself: a page drawn for the owner, clicked as a viewer
         # (a forged event for a disabled button looks the same to the server)
         at = monitor(run_id, role="owner")
-        at.session_state["role"] = "viewer"
+        sign_in_as(at, "viewer")
         buttons(at, "A is better")[0].click().run()
         assert any("Only the owner can judge" in e for e in texts(at, "error"))
         assert {r["status"] for r in store.judgments(run_id=run_id)} == {"pending"}
@@ -80,7 +95,6 @@ def test_viewers_may_judge_when_the_run_allows_it(demo_model, monkeypatch):
     keeps a run with one open pair alive; the run lets viewers judge."""
     import subprocess
     import sys
-    import time
 
     run_id = store.create_run(method="online_dpo", config=OnlineDPOConfig(judge="human", viewers_may_judge=True).to_dict(),
                               model="demo", data="demo", run_id="r-lan")
@@ -89,7 +103,7 @@ def test_viewers_may_judge_when_the_run_allows_it(demo_model, monkeypatch):
         store.update_run(run_id, status="running", started_at=time.time(), heartbeat_at=time.time(), pid=worker.pid)
         ids = store.add_judgments(run_id, 1, [("Name three fruits.", "apple, fig and kiwi.", "I do not know.")],
                                   time.time() + 300)
-        monkeypatch.setenv("DROIDFT_LAN", "1")
+        lan(monkeypatch)
         at = monitor(run_id, role="viewer")
         assert not any("Only the owner judges" in c for c in texts(at, "caption"))
         buttons(at, "Can't tell")[0].click().run()
