@@ -824,3 +824,14 @@ def test_fuzz_load_rows_raises_only_data_error(data):
             assert e.problems and all(p.line for p in e.problems)
         else:
             assert all(isinstance(r, dict) for r in rows)
+
+
+def test_preview_reads_a_row_in_the_files_format_like_the_trainer(tmp_path):
+    """The first line fixes a file's format (mlx-lm picks the dataset class from it): a later
+    text row that also carries a stray 'messages' key is text, in validation and preview alike
+    (hypothesis found them disagreeing)."""
+    for split in ("train", "valid"):
+        write_jsonl(tmp_path / f"{split}.jsonl", [{"text": "0"}, {"text": "0", "messages": ""}])
+    assert D.validate_dataset(tmp_path, "sft").ok
+    items = D.preview(tmp_path, None, n=10, method="sft")
+    assert [(i["format"], i.get("error"), i["text"]) for i in items] == [("text", None, "0")] * 2

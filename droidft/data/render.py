@@ -11,7 +11,7 @@ from typing import Any
 
 from .checks import check_row, foreign_format, no_keys_message
 from .formats import (FORMAT_LABELS, FTPO_KEYS, GRPO_DEFAULT_SYSTEM, DataError, Features, accepted_text,
-                      detect_format, normalize_method)
+                      detect_format, normalize_method, required_keys)
 from .jsonl import raise_problems, read_numbered, split_file
 from .resolve import resolve_dataset
 
@@ -181,6 +181,21 @@ def _rows_for(data, split: str, limit: int | None, method: str | None = None) ->
     return path, rows
 
 
+def _file_formats(rows, method: str, f: Features):
+    """Each row's format as the trainer sees it: the first row with a format fixes the file's,
+    and a later row that has that format's keys is read that way even if it has other keys
+    too (mlx-lm picks the dataset class from the first line; validate.py follows the same rule)."""
+    file_fmt = None
+    for _, row in rows:
+        if file_fmt is not None and isinstance(row, dict) and all(
+                k in row for k in required_keys(file_fmt, f, method)):
+            yield file_fmt
+            continue
+        fmt = detect_format(row, method, f)
+        file_fmt = file_fmt or fmt
+        yield fmt
+
+
 def preview(
     data: str | os.PathLike,
     tokenizer=None,
@@ -202,8 +217,7 @@ def preview(
     f = Features.coerce(features)
     _, rows = _rows_for(data, split, max(0, int(n)), m)
     items = []
-    for lineno, row in rows:
-        fmt = detect_format(row, m, f)
+    for (lineno, row), fmt in zip(rows, _file_formats(rows, m, f)):
         item: dict[str, Any] = {"line": lineno, "split": split, "format": fmt, "row": row,
                                 "text": None, "tokens": None, "prompt_tokens": None}
         problems = check_row(row, fmt, m, f, mask_prompt) if fmt else []
@@ -256,8 +270,7 @@ def token_stats(
     rows = rows[:limit]
     lengths: list[int] = []
     skipped = 0
-    for _, row in rows:
-        fmt = detect_format(row, m, f)
+    for (_, row), fmt in zip(rows, _file_formats(rows, m, f)):
         if fmt is None or any(level == "error" for level, _ in check_row(row, fmt, m, f, False)):
             skipped += 1
             continue
