@@ -6,7 +6,8 @@ the run id as their last line. Bad input exits non-zero with one clear line.
 One module per command group, each with `add_commands(subparsers)`:
 models (demo-model), train (train METHOD), data (sample-data), rewards, inference
 (generate, compare), fusion (fuse), evaluate (eval), security (set-password), runs (runs,
-show, metrics, logs, stop, resume, command). `python -m droidft.cli` runs `main`.
+show, metrics, logs, stop, resume, command), queue (queue, settings, sweep).
+`python -m droidft.cli` runs `main`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import argparse
 import sys
 
 from .. import store
-from . import data, evaluate, fusion, inference, models, rewards, runs, security, train
+from . import data, evaluate, fusion, inference, models, queue, rewards, runs, security, train
 
 EXIT_BAD_INPUT = 2
 # Commands that run MLX in this process (not in a worker) and so want OpenBLAS on Linux.
 COMPUTE_COMMANDS = {"demo-model", "generate", "compare", "fuse", "eval"}
 # The order `droidft --help` lists them in.
-COMMAND_GROUPS = (models, train, data, rewards, inference, fusion, evaluate, security, runs)
+COMMAND_GROUPS = (models, train, data, rewards, inference, fusion, evaluate, security, runs, queue)
 
 
 def build_parser() -> argparse.ArgumentParser:
