@@ -30,6 +30,7 @@ PAGES = {
     "compare": ("views/compare.py", "Compare", ":material/compare:"),
     "fusion": ("views/fusion.py", "Fusion", ":material/merge:"),
     "evaluate": ("views/evaluate.py", "Evaluate", ":material/fact_check:"),
+    "sweep": ("views/sweep.py", "Sweeps", ":material/grid_view:"),
 }
 
 POLL_SECONDS = 0.5  # the Monitor's refresh period: with the worker's 1 s flush, a report shows within ~1.5 s
@@ -218,6 +219,14 @@ def allowed(action: str) -> bool:
         return False
 
 
+def require(action: str) -> None:
+    """Raise AccessDenied unless this visitor may do `action`: every handler calls this, since a
+    disabled button is only a hint to an honest browser."""
+    from droidft import security
+
+    security.require(role(), action)
+
+
 def viewer_note(action: str) -> str | None:
     """Help text for a button a viewer may not press."""
     return None if allowed(action) else "Viewers can watch and compare; only the owner can " + action + "."
@@ -342,6 +351,17 @@ def adapter_targets() -> tuple[list[dict], list[dict]]:
 
     fused = call(fusion.fused_artifacts, doing="list fused adapters", default=[]) or []
     return runs, us.adapter_choices(runs, fused)
+
+
+def checkpoint_picker(key: str) -> str:
+    """Which adapter of each run to use: the best one (default) or the last one."""
+    from droidft.studio import CHECKPOINT_LABELS
+
+    return st.segmented_control(
+        "Adapter of each run", list(CHECKPOINT_LABELS), default="best", key=key, required=True,
+        format_func=lambda c: c, help="best: the adapter of the validation with the lowest loss (highest "
+                                      "reward for GRPO), kept beside the last one; last: where training ended. "
+                                      "A run without a best adapter uses its last.")
 
 
 def model_select(label: str, found: list[dict], key: str, **kwargs) -> str:

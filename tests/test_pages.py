@@ -520,8 +520,8 @@ def test_evaluate_runs_suites_on_base_and_adapter_and_keeps_history(with_runs):
     at.button(key="ev.go").click().run()
     assert_clean(at)
     table = at.session_state["ev.report"]["table"]
-    assert [r["target"] for r in table] == ["base", with_runs[0]]
-    assert list(at.dataframe[0].value["target"]) == ["base", "first"]  # shown by run name
+    assert [r["target"] for r in table] == ["base", f"{with_runs[0]}@best"]  # a run's best adapter by default
+    assert list(at.dataframe[0].value["target"]) == ["base", "first (best)"]  # shown by run name
     assert all(r["loss"] > 0 for r in table)
     assert charts(at)
     history = at.dataframe[-1].value

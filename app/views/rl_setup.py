@@ -3,7 +3,8 @@ selected method's config dataclass, so every method the engine registers gets on
 
 import streamlit as st
 
-from common import allowed, attempt, call, goto, link, lora_keys, viewer_note
+from common import allowed, attempt, call, goto, link, lora_keys, require, viewer_note
+from sweep_form import sweep_section
 from forms import config_form, init_state, model_and_data
 from droidft import jobs, methods
 from droidft import studio as us
@@ -97,4 +98,6 @@ if problems:
 if st.button("Start training", type="primary", icon=":material/play_arrow:",
              disabled=bool(problems) or not allowed("start"), help=viewer_note("start"), key=f"{P}.start"):
     with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
+        require("start")
         goto("monitor", run=jobs.start(config))
+sweep_section(P, config, [s for s in specs if s.name not in skip], problems)

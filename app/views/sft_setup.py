@@ -4,8 +4,9 @@ mlx-lm command and YAML, a memory/time estimate, and the start button."""
 import streamlit as st
 
 from common import (
-    allowed, attempt, call, data_mtime, goto, lora_keys, machine, token_stats,
+    allowed, attempt, call, data_mtime, goto, lora_keys, machine, require, token_stats,
     viewer_note)
+from sweep_form import sweep_section
 from forms import apply_values, config_form, init_state, model_and_data
 from droidft import estimate, jobs
 from droidft import studio as us
@@ -109,5 +110,7 @@ if problems:
 if st.button("Start training", type="primary", icon=":material/play_arrow:",
              disabled=bool(problems) or not allowed("start"), help=viewer_note("start"), key="sft.start"):
     with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
+        require("start")
         run_id = jobs.start(config)
         goto("monitor", run=run_id)
+sweep_section(P, config, specs, problems)
