@@ -23,6 +23,7 @@ BENCHES = {  # name -> (script, what it measures)
     "generate": ("bench_generate.py", "generation tokens/s vs stock `mlx_lm generate`"),
     "fusion": ("bench_fusion.py", "adapter fusion throughput"),
     "distributed": ("bench_distributed.py", "1 vs 2 local ranks (correctness, not speed, on one machine)"),
+    "queue": ("bench_queue.py", "run queue hand-over: one run's end to the next run's first metric"),
 }
 
 
