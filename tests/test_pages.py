@@ -15,7 +15,7 @@ from droidft import estimate, jobs, store
 from droidft import studio as us
 from droidft.config import SFTConfig
 from droidft.data import datasets_dir, save_uploads
-from helpers import demo_sft
+from helpers import demo_sft, stop_all
 from helpers import wait_for as shared_wait_for
 
 APP = Path(__file__).resolve().parent.parent / "app" / "Home.py"
@@ -58,16 +58,6 @@ def tiny(**overrides) -> SFTConfig:
 
 def wait_for(predicate, timeout=300.0, poll=0.5):
     return shared_wait_for(predicate, timeout=timeout, poll=poll)
-
-
-def stop_all() -> None:
-    for run in jobs.list_runs(status=jobs.ACTIVE):
-        try:
-            jobs.stop(run["id"])
-        except jobs.RunError:
-            pass
-    for run in store.list_runs(status=jobs.ACTIVE):
-        jobs.wait(run["id"], timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 
 from droidft import jobs, queue, settings, store
 from droidft.config import LoraParameters
-from helpers import demo_sft, wait_for
+from helpers import demo_sft, stop_all, wait_for
 
 
 def tiny(**overrides):
@@ -26,16 +26,6 @@ def tiny(**overrides):
 
 def endless(**overrides):
     return tiny(**dict(iters=100000, steps_per_eval=100000, save_every=100000) | overrides)
-
-
-def cleanup() -> None:
-    for run in store.list_runs(status=jobs.ACTIVE):
-        try:
-            jobs.stop(run["id"])
-        except jobs.RunError:
-            pass
-    for run in store.list_runs(status=jobs.ACTIVE):
-        jobs.wait(run["id"], timeout=300)
 
 
 class Poller:
@@ -79,7 +69,7 @@ def test_five_runs_with_one_slot_run_one_at_a_time_in_order(demo_model):
         wait_for(lambda: all(store.get_run(r)["status"] in jobs.TERMINAL for r in ids), timeout=900)
     finally:
         poller.stop()
-        cleanup()
+        stop_all()
     assert not poller.errors, poller.errors[:3]
     assert poller.polls > 50 and poller.max_running == 1
     runs = [store.get_run(r) for r in ids]
@@ -116,7 +106,7 @@ def test_queue_survives_a_dashboard_restart_and_a_sigkilled_worker(demo_model, t
         assert store.get_run(second)["status"] == "stopped"
         assert store.get_run(third)["status"] == "completed", store.get_run(third).get("error")
     finally:
-        cleanup()
+        stop_all()
 
 
 def test_reorder_cancel_and_start_now(demo_model):
@@ -145,7 +135,7 @@ def test_reorder_cancel_and_start_now(demo_model):
         jobs.stop(b)
         wait_for(lambda: store.get_run(d)["status"] == "running", timeout=300)
     finally:
-        cleanup()
+        stop_all()
 
 
 def test_processes_racing_for_the_last_slot_start_exactly_one_run(demo_model):
@@ -165,7 +155,7 @@ def test_processes_racing_for_the_last_slot_start_exactly_one_run(demo_model):
         assert len(queue.positions()) == 2
         assert sum(store.get_run(r)["queue_order"] is None for r in ids) == 1
     finally:
-        cleanup()
+        stop_all()
 
 
 def test_other_jobs_hold_slots_through_the_lease_api(demo_model):
@@ -183,7 +173,7 @@ def test_other_jobs_hold_slots_through_the_lease_api(demo_model):
             assert len(queue.leases()) == 1
         assert queue.leases() == []
     finally:
-        cleanup()
+        stop_all()
 
 
 def test_a_dead_lease_holder_frees_its_slot(tmp_path):
@@ -239,4 +229,4 @@ def test_cli_queue_settings_and_runs_json(demo_model, cli):
         assert cli("queue", "start-now", second).returncode == 0
         wait_for(lambda: store.get_run(second)["status"] in ("running", "completed"), timeout=300)
     finally:
-        cleanup()
+        stop_all()
