@@ -43,8 +43,8 @@ def cmd_queue(args) -> int:
         print(f"run {args.run} started (outside the queue's slots)")
         return 0
     if action == "cancel":
-        jobs.stop(args.run)
-        print(f"run {args.run} left the queue; it ends as 'stopped'")
+        queue.cancel(args.run, "cancelled in the queue from the command line")
+        print(f"run {args.run} left the queue; it ends as 'stopped' without starting")
         return 0
     runs = jobs.list_runs(status=jobs.ACTIVE)
     waiting = queue.entries()
