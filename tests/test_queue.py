@@ -224,8 +224,10 @@ def test_cli_queue_settings_and_runs_json(demo_model, cli):
         assert [w["id"] for w in listing["waiting"]] == [second]
         text = cli("queue").stdout
         assert "1 of 1 in use" in text and "#1" in text and second in text
-        moved = cli("queue", "move", first, "1")
-        assert moved.returncode == 2 and "not waiting" in moved.stderr
+        for action in (("move", first, "1"), ("cancel", first)):
+            refused = cli("queue", *action)  # the running one is not in the queue: nothing happens
+            assert refused.returncode == 2 and "not waiting" in refused.stderr, action
+        assert store.get_run(first)["status"] in jobs.ACTIVE
         assert cli("queue", "start-now", second).returncode == 0
         wait_for(lambda: store.get_run(second)["status"] in ("running", "completed"), timeout=300)
     finally:
