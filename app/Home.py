@@ -8,7 +8,7 @@ and, on a freshly started server, runs a deep-linked page without this script.)
 
 import streamlit as st
 
-from common import PAGES, presence_beacon, role, show_error, sign_in_gate
+from common import PAGES, presence_beacon, role, show_error, sign_in_gate, sign_out_button
 
 st.set_page_config(page_title="droidft", page_icon=":material/model_training:", layout="wide")
 
@@ -22,12 +22,13 @@ def _page(key: str, **extra) -> st.Page:
 # deep link such as /monitor?run=ID still opens that page once the visitor has signed in.
 navigation = st.navigation({
     "": [_page("home", default=True)],
-    "Train": [_page("data"), _page("sft"), _page("rl"), _page("monitor")],
+    "Train": [_page("models"), _page("data"), _page("sft"), _page("rl"), _page("monitor")],
     "Results": [_page("sessions"), _page("sweep"), _page("compare"), _page("fusion"), _page("evaluate")],
 }, position="sidebar" if role() else "hidden")
 sign_in_gate()
 if role() == "viewer":
     st.sidebar.caption("Signed in as a viewer: watch runs, compare answers.")
+sign_out_button()
 with st.sidebar:
     presence_beacon(navigation.url_path or "home", st.query_params.get("run"))
 try:

@@ -22,6 +22,7 @@ log = logging.getLogger("droidft.app")
 # page key -> (file relative to app/Home.py, title, icon)
 PAGES = {
     "home": ("views/home.py", "Home", ":material/home:"),
+    "models": ("views/models.py", "Models", ":material/deployed_code:"),
     "data": ("views/data.py", "Data", ":material/dataset:"),
     "sft": ("views/sft_setup.py", "SFT setup", ":material/tune:"),
     "rl": ("views/rl_setup.py", "RL setup", ":material/psychology:"),
@@ -108,8 +109,11 @@ def _models(home: str) -> list[dict]:
     return [dataclasses.asdict(m) for m in discover_models()]
 
 
-def models() -> list[dict]:
-    """Discovered models as dicts (demo first)."""
+def models(fresh: bool = False) -> list[dict]:
+    """Discovered models as dicts (demo first); `fresh` looks again now (a download finished,
+    a model was removed) instead of within the cache's 30 s."""
+    if fresh:
+        _models.clear()
     return _models(home_key())
 
 
@@ -199,17 +203,59 @@ def data_mtime(data_path) -> float:
 
 
 # -- LAN sharing: who may do what ------------------------------------------------------------
+#
+# Every handler that changes something calls `require_role(action)` inside its `attempt(...)`,
+# right before the engine call: `allowed()` only greys a button out, and a disabled button is a
+# hint, not a guard (a forged press reaches the script on Streamlit < 1.61, and dialogs, forms
+# and new widgets are easy to leave enabled). New owner-only actions get a name in
+# droidft.security.OWNER_ONLY and the same one call.
 
 
 def role() -> str | None:
-    """'owner' locally; in LAN mode the role the visitor signed in with (or None)."""
+    """This visitor's role. Local mode: 'owner' for this machine, None for anyone else (the
+    server should not be reachable from elsewhere, but may be started that way). LAN mode: the
+    role signed in with, until the sign-in expires or that role's password changes."""
     from droidft import security
 
-    return "owner" if not security.lan_mode() else st.session_state.get("role")
+    if not security.lan_mode():
+        return "owner" if security.is_loopback(client_address()) else None
+    signed = st.session_state.get("role")
+    if signed is None:
+        return None
+    problem = security.session_problem(signed, st.session_state.get("signed_in_at", 0.0),
+                                       st.session_state.get("auth_stamp", ""))
+    if problem:
+        sign_out(problem)
+        return None
+    return signed
+
+
+def require_role(action: str) -> None:
+    """Raise droidft.security.AccessDenied (shown by `attempt` as a clear refusal) unless this
+    visitor may do `action` now. Call it right before the engine call of every handler that
+    starts, stops, resumes, deletes, uploads, fuses, evaluates, splits, exports, downloads or
+    reaches other machines."""
+    from droidft import security
+
+    security.require(role(), action)
+
+
+def permitted(action: str) -> bool:
+    """`require_role` for a handler written as `if st.button(...) and permitted("x"):` - a
+    refusal is shown where the button is and the handler goes no further."""
+    from droidft import security
+
+    try:
+        require_role(action)
+        return True
+    except security.AccessDenied as exc:
+        st.error(str(exc), icon=":material/lock:")
+        return False
 
 
 def allowed(action: str) -> bool:
-    """May this visitor do `action` (start, stop, resume, delete, upload, fuse, evaluate, ...)?"""
+    """May this visitor do `action`? For greying out buttons; the handler still calls
+    `require_role`."""
     from droidft import security
 
     try:
@@ -219,17 +265,10 @@ def allowed(action: str) -> bool:
         return False
 
 
-def require(action: str) -> None:
-    """Raise AccessDenied unless this visitor may do `action`: every handler calls this, since a
-    disabled button is only a hint to an honest browser."""
-    from droidft import security
-
-    security.require(role(), action)
-
-
 def viewer_note(action: str) -> str | None:
     """Help text for a button a viewer may not press."""
-    return None if allowed(action) else "Viewers can watch and compare; only the owner can " + action + "."
+    return None if allowed(action) else "Viewers can watch and compare; only the owner can " + \
+        action.replace("-", " ") + "."
 
 
 def typed_path(path: str) -> str:
@@ -255,11 +294,29 @@ def _hashes_from_secrets() -> None:
             os.environ.setdefault(security.HASH_ENV[role], str(secrets[key]))
 
 
+def sign_out(reason: str | None = None) -> None:
+    """Forget this tab's sign-in (the Sign out button, an expired sign-in, a changed password)."""
+    for key in ("role", "signed_in_at", "auth_stamp"):
+        st.session_state.pop(key, None)
+    if reason:
+        st.session_state["signed_out_reason"] = reason
+    presence().leave(session_id())
+
+
 def sign_in_gate() -> None:
-    """In LAN mode, stop here until the visitor signs in (Home.py calls this before navigation)."""
+    """Stop here unless this visitor may use the dashboard: in LAN mode until they sign in, in
+    local mode for good when they are not on this machine (Home.py calls this before navigation)."""
     from droidft import security
 
-    if not security.lan_mode() or st.session_state.get("role"):
+    if not security.lan_mode():
+        if role() is None:
+            st.title("droidft")
+            st.error("**This dashboard is not shared on the network.** Only the machine it runs on can "
+                     "use it; its owner can share it with a password (see README, Sharing on a LAN).",
+                     icon=":material/lock:")
+            st.stop()
+        return
+    if role():
         return
     _hashes_from_secrets()
     st.title("droidft")
@@ -268,17 +325,30 @@ def sign_in_gate() -> None:
                  "one on this machine (see README, Sharing on a LAN), then reloads this page.",
                  icon=":material/lock:")
         st.stop()
+    if reason := st.session_state.pop("signed_out_reason", None):
+        st.info(reason, icon=":material/logout:")
     with st.form("sign_in"):
         st.markdown("This dashboard is shared on the network. Sign in with the owner's or a viewer's password.")
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in", type="primary"):
             outcome = call(security.sign_in, password, client_address(), doing="check the password")
             if outcome and outcome.role:
-                st.session_state["role"] = outcome.role
+                st.session_state.update(role=outcome.role, signed_in_at=time.time(),
+                                        auth_stamp=security.credential_stamp(outcome.role))
                 st.rerun()
             if outcome:
                 st.error(outcome.message, icon=":material/lock:")
     st.stop()
+
+
+def sign_out_button() -> None:
+    """In LAN mode, the sidebar's Sign out (the next visitor of this browser starts signed out)."""
+    from droidft import security
+
+    if security.lan_mode() and role() and st.sidebar.button("Sign out", key="sign_out",
+                                                            icon=":material/logout:", type="tertiary"):
+        sign_out("You signed out.")
+        st.rerun()
 
 
 # -- who is connected ----------------------------------------------------------------------------
@@ -312,7 +382,10 @@ def report_presence(page: str, run_id: str | None = None) -> None:
 @st.fragment(run_every=10)
 def presence_beacon(page: str, run_id: str | None) -> None:
     """Keeps this tab listed as connected (re-runs every 10 s; a closed tab stops) and shows
-    how many are connected in the sidebar when it is more than just you."""
+    how many are connected in the sidebar when it is more than just you. A tab whose sign-in
+    ended meanwhile (expired, password changed) redraws as the sign-in form."""
+    if role() is None:
+        st.rerun()
     report_presence(page, run_id)
     count = len(presence().active())
     if count > 1:

@@ -11,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from common import call, model_label, models, typed_path
+from droidft import security
 from droidft import studio as us
 from droidft.data import list_datasets
 
@@ -90,8 +91,9 @@ def _draw(prefix: str, spec: us.FieldSpec, choices_override: dict):
 
 
 def config_form(prefix: str, specs: list[us.FieldSpec], *, choices_override: dict | None = None,
-                skip: tuple = ()) -> tuple[dict, list[str]]:
-    """Draw the fields grouped in expanders; returns (dotted name -> value, input problems)."""
+                skip: tuple = (), method: str | None = None) -> tuple[dict, list[str]]:
+    """Draw the fields grouped in expanders; returns (dotted name -> value, input problems).
+    A path field refused in LAN mode is a problem and its value is dropped."""
     choices_override = choices_override or {}
     values, problems = {}, []
     groups: dict[str, list[us.FieldSpec]] = {}
@@ -112,6 +114,14 @@ def config_form(prefix: str, specs: list[us.FieldSpec], *, choices_override: dic
                         else us.parse_field(spec, raw)
                 except ValueError as exc:
                     problems.append(str(exc))
+                    continue
+                try:  # LAN mode: a path outside the allowed folders is not read, not even to check it
+                    security.check_field_path(spec.name, values[spec.name], method=method)
+                except security.AccessDenied as exc:
+                    problems.append(str(exc))
+                    values[spec.name] = None
+                except ValueError:  # a model or dataset that does not resolve: the config says so
+                    pass
     return values, problems
 
 

@@ -8,7 +8,7 @@ import time
 
 import streamlit as st
 
-from common import allowed, attempt, call, goto, require, viewer_note
+from common import allowed, attempt, call, goto, require_role, viewer_note
 from droidft import jobs, queue, settings
 from droidft import studio as us
 
@@ -19,19 +19,20 @@ def queue_buttons(container, run_id: str, key: str = "q") -> None:
                         disabled=not allowed("start"),
                         help=viewer_note("start") or "Start it at once, even though every slot is taken."):
         with attempt("start the run now"):
-            require("start")
+            require_role("start")
             queue.start_now(run_id)
             st.rerun()
     if container.button("Move to front", icon=":material/vertical_align_top:", key=f"{key}.front",
-                        disabled=not allowed("start"), help=viewer_note("start") or "Make it the next to start."):
+                        disabled=not allowed("reorder-queue"),
+                        help=viewer_note("reorder-queue") or "Make it the next to start."):
         with attempt("reorder the queue"):
-            require("start")
+            require_role("reorder-queue")
             queue.move(run_id, 1)
             st.rerun()
     if container.button("Cancel", icon=":material/cancel:", key=f"{key}.cancel", disabled=not allowed("stop"),
                         help=viewer_note("stop") or "Take it out of the queue; it never starts."):
         with attempt("cancel the run"):
-            require("stop")
+            require_role("stop")
             jobs.stop(run_id)
             st.rerun()
 
@@ -65,7 +66,7 @@ def stop_countdown(run_id: str) -> None:
     if box.button("Stop now", type="primary", icon=":material/dangerous:", key="stop_now",
                   disabled=not allowed("stop"), help=viewer_note("stop")):
         with attempt("stop the run now"):
-            require("stop")
+            require_role("stop")
             jobs.stop_now(run_id, reason="stopped now from the dashboard")
             st.rerun(scope="app")
 
@@ -78,14 +79,16 @@ def slots_setting() -> None:
     current = settings.get(queue.SETTING)
     left, right = st.columns([2, 3], vertical_alignment="bottom")
     auto = left.toggle("Decide automatically", value=current is None, key="q.auto",
-                       disabled=not allowed("start"),
+                       disabled=not allowed("change-settings"),
                        help=f"Now: {queue.auto_slots()[0]} ({queue.auto_slots()[1]}).")
     number = right.number_input("Runs at once", 1, 64, int(current or info["slots"]), key="q.slots",
-                                disabled=auto or not allowed("start"), help=viewer_note("start"))
+                                disabled=auto or not allowed("change-settings"),
+                                help=viewer_note("change-settings"))
     wanted = None if auto else int(number)
-    if wanted != current and st.button("Save", key="q.save", icon=":material/save:", disabled=not allowed("start")):
+    if wanted != current and st.button("Save", key="q.save", icon=":material/save:",
+                                       disabled=not allowed("change-settings")):
         with attempt("change the number of runs at once"):
-            require("start")
+            require_role("change-settings")
             settings.set(queue.SETTING, "auto" if wanted is None else wanted)
             queue.advance()  # more slots may start waiting runs now
             st.rerun()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from common import allowed, attempt, goto, require, viewer_note
+from common import allowed, attempt, goto, require_role, viewer_note
 from droidft import queue, sweeps
 from droidft import studio as us
 
@@ -65,6 +65,6 @@ def sweep_section(prefix: str, config, specs: list[us.FieldSpec], problems: list
         if st.button(f"Start sweep ({len(trials)} runs)", key=f"{key}.start", icon=":material/grid_view:",
                      disabled=disabled, help=viewer_note("start")):
             with attempt("start the sweep"), st.spinner("Checking every trial's settings, then queueing..."):
-                require("start")
+                require_role("start")
                 sweep_id, _ = sweeps.start(config, spec)
                 goto("sweep", sweep=sweep_id)

@@ -178,7 +178,7 @@ def bench_poll_latency(samples: int) -> None:
 @contextlib.contextmanager
 def dashboard_in_chromium():
     """`streamlit run app/Home.py` on a free port (this process's DROIDFT_HOME) and a headless
-    Chromium; yields (url, browser) and stops both afterwards."""
+    Chromium; yields (url, browser, server process) and stops both afterwards."""
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
@@ -201,7 +201,7 @@ def dashboard_in_chromium():
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
                                         env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
             try:
-                yield url, browser
+                yield url, browser, server
             finally:
                 browser.close()
     finally:
@@ -221,7 +221,7 @@ def bench_browser_latency(samples: int) -> None:
     writer.start_background()
     lat = []
     try:
-        with dashboard_in_chromium() as (url, browser):
+        with dashboard_in_chromium() as (url, browser, _):
             page = browser.new_page()
             page.goto(f"{url}/monitor?run={rid}")
             writer.metric(0, "train_loss", 5.0)
@@ -252,7 +252,7 @@ def bench_monitor_traffic(steps_list=(100, 1000), seconds: float = 10.0) -> None
 
     holders = []
     try:
-        with dashboard_in_chromium() as (url, browser):
+        with dashboard_in_chromium() as (url, browser, _):
             for steps in steps_list:
                 rid, holder = live_run()
                 holders.append(holder)

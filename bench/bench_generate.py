@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--temp", type=float, default=0.7)
     ap.add_argument("--stock-cli", action="store_true", help="also time `python -m mlx_lm generate`")
+    ap.add_argument("--base-only", action="store_true", help="the base model only (no adapter)")
     args = ap.parse_args()
 
     import mlx.core as mx
@@ -59,7 +60,8 @@ def main() -> None:
     from droidft.models import resolve_model
 
     model_path = resolve_model(args.model)
-    adapter = args.adapter or str(random_adapter(model_path, Path(tempfile.mkdtemp()) / "adapter"))
+    adapter = None if args.base_only else (
+        args.adapter or str(random_adapter(model_path, Path(tempfile.mkdtemp()) / "adapter")))
     sampling = inference.Sampling(temperature=args.temp, seed=0)
     print(f"model {model_path}; adapter {adapter}; {args.max_tokens} tokens x {args.repeats}; "
           f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '(none)')}")
@@ -67,7 +69,7 @@ def main() -> None:
           "   (tokens/s)")
 
     summary = {}
-    for label, adapters in (("base", None), ("adapter", adapter)):
+    for label, adapters in (("base", None), ("adapter", adapter))[: 1 if args.base_only else 2]:
         loaded = inference.load(model_path, adapters)
         loaded.tokenizer.eos_token_ids = []  # decode exactly max_tokens on both sides
         stock_model, stock_tok = load(str(model_path), adapter_path=str(resolve_adapter(adapter).path)

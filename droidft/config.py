@@ -256,10 +256,18 @@ class BaseConfig:
             or not all(isinstance(h, str) and h.strip() for h in self.hosts)
         ):
             out.append("hosts must be a list of host names or IP addresses, e.g. ['127.0.0.1', '10.0.0.7']")
+        elif self.hosts:
+            from .distributed import host_problem
+
+            out += [f"hosts: {p}" for p in map(host_problem, self.hosts) if p]
         if self.hosts and self.hostfile:
             out.append("give hosts or a hostfile, not both")
         if self.hostfile and not Path(self.hostfile).is_file():
             out.append(f"hostfile not found: {self.hostfile}")
+        elif self.hostfile:
+            from .distributed import hostfile_problems
+
+            out += hostfile_problems(self.hostfile)
         batch = getattr(self, "batch_size", None)
         ranks = self.world_size() if not out else 1
         if isinstance(batch, int) and ranks > 1 and batch % ranks:

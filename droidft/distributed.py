@@ -11,8 +11,10 @@ ranks log to their own files (`rank<N>.log`), which the run's log tail includes.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -24,6 +26,48 @@ from pathlib import Path
 from . import blas, paths, store
 
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
+# A DNS host name (RFC 1123): dot-separated labels of letters, digits and inner hyphens. With
+# IP addresses, the only hosts accepted: anything else (a leading '-', spaces, '@', quotes)
+# could become an ssh option or a second argument where mlx.launch or Check machines runs ssh.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
+
+
+def host_problem(host) -> str | None:
+    """Why `host` is not a host name or IP address, or None when it is one."""
+    if not isinstance(host, str) or not host.strip():
+        return f"{host!r} is not a host name or IP address"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if _HOST_NAME.match(host) and not host.replace(".", "").isdigit():
+        return None
+    return (f"{host!r} is not a host name or IP address (letters, digits, dots and inner "
+            "hyphens only, e.g. 10.0.0.7 or gpu-box.local)")
+
+
+def hostfile_problems(path) -> list[str]:
+    """Problems of an mlx.launch hostfile: a JSON list (or {"hosts": [...]}) of {"ssh": host,
+    "ips": [addresses]}, each host and address checked like `hosts`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        return [f"hostfile {path} is not readable JSON ({exc})"]
+    hosts = data.get("hosts") if isinstance(data, dict) else data
+    if not isinstance(hosts, list) or not hosts or not all(isinstance(h, dict) for h in hosts):
+        return [f"hostfile {path} must hold a list of {{\"ssh\": host, \"ips\": [...]}} entries"]
+    out = []
+    for entry in hosts:
+        out += [f"hostfile {path}: {p}" for p in [host_problem(entry.get("ssh"))] if p]
+        ips = entry.get("ips", [])
+        for ip in ips if isinstance(ips, list) else [ips]:
+            try:
+                ipaddress.ip_address(ip)
+            except (ValueError, TypeError):
+                out.append(f"hostfile {path}: {ip!r} in ips is not an IP address")
+    return out
 
 
 def _ip(host: str) -> str:
@@ -164,6 +208,10 @@ def run_rank(run_id: str) -> int:
         raise
     finally:
         writer.close()
+        if rank != 0:  # the RL trainers' own saves on this rank (methods.grpo.output_dir)
+            import shutil
+
+            shutil.rmtree(run_dir / f"rank{rank}-adapters", ignore_errors=True)
 
 
 def check_hosts(hosts: list[str], paths_needed: list[str], timeout: float = 5.0) -> list[dict]:
@@ -172,15 +220,19 @@ def check_hosts(hosts: list[str], paths_needed: list[str], timeout: float = 5.0)
     results = []
     for host in hosts:
         row = {"host": host, "reachable": False, "python": False, "missing": [], "message": ""}
-        if host in LOCAL_NAMES or host == socket.gethostname():
+        problem = host_problem(host)
+        if problem:
+            row["message"] = problem
+        elif host in LOCAL_NAMES or host == socket.gethostname():
             row.update(reachable=True, python=Path(sys.executable).exists(),
                        missing=[p for p in paths_needed if not Path(p).exists()])
         else:
             probe = "; ".join([f"test -x {shlex.quote(sys.executable)} && echo PY"]
                               + [f"test -e {shlex.quote(p)} || echo MISSING:{shlex.quote(p)}" for p in paths_needed])
             try:
+                # `--`: whatever follows is the host and the command, never an ssh option
                 out = subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(timeout)}",
-                                      host, probe], capture_output=True, text=True, timeout=timeout + 5)
+                                      "--", host, probe], capture_output=True, text=True, timeout=timeout + 5)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 row["message"] = f"ssh failed: {exc}"
                 results.append(row)

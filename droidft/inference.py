@@ -205,6 +205,9 @@ class ModelCache:
                 self._entries.pop(old)  # a stale copy of the same folder
             t0 = time.perf_counter()
             model, config = load_model(model_path)
+            from .blas import float32_on_cpu
+
+            float32_on_cpu(model)  # half precision runs ~1000x slower on MLX's CPU backend
             model.eval()
             mx.eval(model.parameters())
             tokenizer = load_tokenizer(model_path, eos_token_ids=config.get("eos_token_id"))

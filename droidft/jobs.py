@@ -16,10 +16,11 @@ import signal
 import time
 from pathlib import Path
 
-from . import disk, methods, paths, queue, store
+from . import disk, methods, paths, queue, security, store
 from . import data as datasets
 from .estimate import run_needs_bytes
 from .models import resolve_model
+from .models.resolve import display_name
 from .queue import STARTUP_GRACE_S, pid_alive
 from .run_files import STOP_FILE, adapter_if_complete
 
@@ -27,6 +28,10 @@ ACTIVE = ("queued", "running")
 TERMINAL = ("completed", "failed", "stopped")
 STOP_GRACE_S = float(os.environ.get("DROIDFT_STOP_GRACE_S", "30"))  # polite stop, then "Stop now"
 TERM_WAIT_S = 3.0  # stop now: SIGTERM, this long to go, then SIGKILL
+# A worker's writer thread beats the heartbeat every second, even mid-step (MLX releases the
+# GIL while it computes): this much silence from a live worker means it is hung, paused or
+# cannot write (DROIDFT_SILENT_AFTER_S).
+SILENT_AFTER_S = 120.0
 
 
 class RunError(ValueError):
@@ -53,6 +58,7 @@ def start(config, *, parent_id: str | None = None, sweep_id: str | None = None) 
     """Validate `config` and record the run last in the queue; it starts at once when a
     slot is free (droidft.queue). Returns the run id."""
     methods.get(config.method)
+    security.check_run_paths(config)  # LAN mode: nothing outside the allowed folders is even read
     config.validate()
     model_path = resolve_model(config.model)
     data_dir = _check_data(config)
@@ -63,7 +69,7 @@ def start(config, *, parent_id: str | None = None, sweep_id: str | None = None) 
     disk.require_free(paths.home(), run_needs_bytes(config, model_path), "this run's checkpoints")
     run_id = store.create_run(
         method=config.method, config=config.to_dict(), model=str(model_path), data=str(data_dir),
-        name=config.name or f"{config.method} {Path(str(model_path)).name} on {data_dir.name}",
+        name=config.name or f"{config.method} {display_name(model_path)} on {data_dir.name}",
         parent_id=parent_id, sweep_id=sweep_id, enqueue=True,
     )
     run_dir = paths.run_dir(run_id)
@@ -109,6 +115,31 @@ def reap() -> list[str]:
             reaped.append(run["id"])
     queue.advance(active)  # the dead ones' slots are free (a restarted dashboard picks up here)
     return reaped
+
+
+def silence(run: dict, now: float | None = None) -> str | None:
+    """What to tell the user when a running run's worker is alive but has not beaten its
+    heartbeat for SILENT_AFTER_S (a dead one is reaped instead); None when all is well."""
+    if run.get("status") != "running":
+        return None
+    now = time.time() if now is None else now
+    quiet = now - (run.get("heartbeat_at") or run.get("started_at") or now)
+    try:
+        limit = float(os.environ.get("DROIDFT_SILENT_AFTER_S", SILENT_AFTER_S))
+    except ValueError:
+        limit = SILENT_AFTER_S
+    if quiet < limit or not pid_alive(run.get("pid"), run["id"]):
+        return None
+    try:
+        full = disk.free_bytes(paths.home()) < disk.min_free_bytes()
+    except OSError:
+        full = False
+    cause = ("the disk holding the droidft home is full, so it cannot write; free some space"
+             if full else "it may be hung or paused")
+    pid = run.get("pid")
+    return (f"The training process (pid {pid}) is alive but has not reported for {quiet / 60:.0f} min "
+            f"{quiet % 60:02.0f} s: {cause}. Stop asks it to end; if it stays silent, `kill -9 {pid}` "
+            "ends it (the run is then marked failed, and Resume continues from its last checkpoint).")
 
 
 def list_runs(**filters) -> list[dict]:

@@ -80,6 +80,19 @@ TRAIN_KEYS = {
 }
 
 
+class ReportEvery(int):
+    """A `steps_per_report` that also reports step 1, so the chart's first point comes right
+    after the first step rather than after `steps_per_report` of them.
+
+    mlx-lm's and mlx-lm-lora's trainers report when `it % args.steps_per_report == 0`;
+    Python asks a subclass's `__rmod__` first, so this answers 0 at it == 1. Everything else
+    sees a plain int (the trainer's own `steps_per_report / train_time` included, which
+    `StoreCallback` corrects for windows of another length)."""
+
+    def __rmod__(self, it):
+        return 0 if it == 1 else int(it) % int(self)
+
+
 class StoreCallback(TrainingCallback):
     """mlx-lm's callback hooks -> metric rows. Keeps the best adapter by a validation metric
     (`best_metric`, lower is better unless `higher_is_better`) and decides early stopping."""
@@ -94,10 +107,27 @@ class StoreCallback(TrainingCallback):
         self.best_val = math.inf  # best signed score so far (lower is better)
         self.reference = math.inf  # the score the early-stopping count started from
         self.without_improvement = 0
+        self._last_report = (0, 0.0)  # (iteration, trained tokens) of the previous report
+
+    def _iterations_per_second(self, info: dict) -> float | None:
+        """Steps in this report's window over its training time (tokens / tokens per second).
+        The trainer divides `steps_per_report` instead, which is wrong for the first report
+        (1 step), the one after it (steps_per_report - 1) and a short last window."""
+        step, tokens, rate = info.get("iteration"), info.get("trained_tokens"), info.get("tokens_per_second")
+        if step is None or tokens is None or not rate:
+            return None
+        last_step, last_tokens = self._last_report
+        self._last_report = (int(step), float(tokens))
+        if tokens - last_tokens <= 0 or step <= last_step:
+            return None
+        return (step - last_step) * float(rate) / (float(tokens) - last_tokens)
 
     def on_train_loss_report(self, info: dict):
         step = int(info.get("iteration", 0))
         self.ctx.state["step"] = step
+        its = self._iterations_per_second(info)
+        if its is not None and "iterations_per_second" in info:
+            info = {**info, "iterations_per_second": its}
         for key, value in info.items():
             if key == "iteration":
                 continue

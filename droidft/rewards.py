@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-import os
 import re
 import sys
 from pathlib import Path
@@ -60,10 +59,11 @@ class RewardError(ValueError):
 
 
 def custom_code_allowed() -> bool:
-    """May user-supplied Python (a reward file) run here?"""
-    if not os.environ.get("DROIDFT_LAN"):
-        return True
-    return os.environ.get("DROIDFT_ALLOW_CUSTOM_CODE", "") == "1"
+    """May user-supplied Python (a reward file) run here? (security's rule: the same test of
+    LAN mode as everywhere else, so DROIDFT_LAN=0 means local here too)."""
+    from .security import custom_code_allowed as allowed
+
+    return allowed()
 
 
 # -- droidft's own reward functions -----------------------------------------------------

@@ -81,6 +81,7 @@ class StoreBusy(Exception):
 
 
 RUN_STATUSES = ("queued", "running", "completed", "failed", "stopped")
+DOWNLOAD_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 BUSY_TIMEOUT = 20.0  # seconds any open may wait before StoreBusy
 USE_LOCKFILE = fcntl is not None and os.environ.get("DROIDFT_STORE_LOCKFILE", "1") != "0"
@@ -123,8 +124,26 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("id", "VARCHAR PRIMARY KEY"), ("name", "VARCHAR"), ("method", "VARCHAR"),
         ("created_at", "DOUBLE"), ("spec", "VARCHAR"),
     ],
+    # pairs an online run (judge: human) waits on; status pending -> decided | skipped | expired
+    "judgments": [
+        ("id", "VARCHAR PRIMARY KEY"), ("run_id", "VARCHAR"), ("step", "BIGINT"),
+        ("created_at", "DOUBLE"), ("deadline", "DOUBLE"), ("prompt", "VARCHAR"),
+        ("completion_a", "VARCHAR"), ("completion_b", "VARCHAR"), ("status", "VARCHAR"),
+        ("choice", "INTEGER"), ("decided_by", "VARCHAR"), ("decided_at", "DOUBLE"),
+    ],
+    # Hub downloads (droidft.models.download): a job per pull, like a run; never a token in here.
+    "downloads": [
+        ("id", "VARCHAR PRIMARY KEY"), ("repo_id", "VARCHAR"), ("revision", "VARCHAR"),
+        ("commit_sha", "VARCHAR"), ("status", "VARCHAR"), ("phase", "VARCHAR"),
+        ("bytes_done", "BIGINT"), ("bytes_total", "BIGINT"), ("resumed_bytes", "BIGINT"),
+        ("speed_bps", "DOUBLE"), ("files_done", "BIGINT"), ("files_total", "BIGINT"),
+        ("current_file", "VARCHAR"), ("path", "VARCHAR"), ("quantize_bits", "BIGINT"),
+        ("error", "VARCHAR"), ("pid", "BIGINT"), ("created_at", "DOUBLE"), ("started_at", "DOUBLE"),
+        ("ended_at", "DOUBLE"), ("heartbeat_at", "DOUBLE"),
+    ],
 }
 RUN_COLUMNS = tuple(c for c, _ in SCHEMA["runs"])
+DOWNLOAD_COLUMNS = tuple(c for c, _ in SCHEMA["downloads"])
 _JSON_COLUMNS = {"runs": ("config", "extra"), "artifacts": ("meta",), "samples": ("meta",),
                  "evaluations": ("results",), "sweeps": ("spec",)}
 
@@ -520,9 +539,76 @@ def list_runs(status: str | tuple | None = None, method: str | None = None,
 def delete_run(run_id: str) -> None:
     """Forget a run everywhere in the database (its files are the caller's business)."""
     with _write() as con:
-        for table in ("metrics", "events", "samples", "artifacts", "evaluations"):  # not sweeps
+        for table in ("metrics", "events", "samples", "artifacts", "evaluations", "judgments"):  # not sweeps
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         con.execute("DELETE FROM runs WHERE id = ?", [run_id])
+
+
+# --------------------------------------------------------------------------- downloads
+
+def create_download(*, repo_id: str, revision: str | None, **fields) -> str:
+    """Insert a `queued` download job; returns its id."""
+    did = _new_id("dl")
+    fields = {"id": did, "repo_id": repo_id, "revision": revision, "status": "queued",
+              "created_at": time.time(), **fields}
+    _check_download_fields(fields)
+    with _write() as con:
+        con.execute(f"INSERT INTO downloads ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+                    list(fields.values()))
+    return did
+
+
+def _check_download_fields(fields: dict) -> None:
+    bad = [k for k in fields if k not in DOWNLOAD_COLUMNS]
+    if bad:
+        raise ValueError(f"unknown download field(s) {bad}; columns are {DOWNLOAD_COLUMNS}")
+    if "status" in fields and fields["status"] not in DOWNLOAD_STATUSES:
+        raise ValueError(f"status must be one of {DOWNLOAD_STATUSES}, not {fields['status']!r}")
+
+
+def update_download(download_id: str, statuses: str | Iterable[str] | None = None, **fields) -> bool:
+    """Set download columns; with `statuses`, only while the job's status is one of them
+    (compare-and-set, so a reaper and the job cannot both end it). True if a row changed."""
+    if not fields:
+        return False
+    _check_download_fields(fields)
+    sql = f"UPDATE downloads SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?"
+    params = [str(v) if isinstance(v, Path) else v for v in fields.values()] + [download_id]
+    if statuses is not None:
+        sql += " AND list_contains(?, status)"
+        params.append([statuses] if isinstance(statuses, str) else list(statuses))
+    with _write() as con:
+        return bool(con.execute(sql + " RETURNING id", params).fetchall())
+
+
+def get_download(download_id: str) -> dict | None:
+    with connect() as con:
+        rows = _rows(con.execute("SELECT * FROM downloads WHERE id = ?", [download_id]))
+    return rows[0] if rows else None
+
+
+def list_downloads(status: str | tuple | None = None, repo_id: str | None = None,
+                   limit: int | None = None) -> list[dict]:
+    """Download jobs, newest first, optionally filtered by status (one or several) and repo."""
+    where, params = [], []
+    if status is not None:
+        where.append("list_contains(?, status)")
+        params.append([status] if isinstance(status, str) else list(status))
+    if repo_id is not None:
+        where.append("repo_id = ?")
+        params.append(repo_id)
+    sql = "SELECT * FROM downloads" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY created_at DESC, id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    with connect() as con:
+        return _rows(con.execute(sql, params))
+
+
+def delete_download(download_id: str) -> None:
+    with _write() as con:
+        con.execute("DELETE FROM downloads WHERE id = ?", [download_id])
 
 
 # --------------------------------------------------------------------------- metrics
@@ -699,6 +785,52 @@ def sweeps(sweep_id: str | None = None) -> list[dict]:
         sql, params = sql + " WHERE id = ?", [sweep_id]
     with connect() as con:
         return _rows(con.execute(sql + " ORDER BY created_at DESC", params), "sweeps")
+
+
+# --------------------------------------------------------------------------- human judgments
+
+def add_judgments(run_id: str, step: int, pairs: list[tuple[str, str, str]], deadline: float) -> list[str]:
+    """Pairs (prompt, completion a, completion b) a person is asked to judge; returns ids."""
+    now, ids = time.time(), [_new_id("pair") for _ in pairs]
+    with _write() as con:
+        _insert_columns(con, "judgments", ["id", "run_id", "step", "created_at", "deadline", "prompt",
+                                           "completion_a", "completion_b", "status"],
+                        [(i, run_id, int(step), now, float(deadline), p, a, b, "pending")
+                         for i, (p, a, b) in zip(ids, pairs)])
+    return ids
+
+
+def judgments(run_id: str | None = None, ids: list[str] | None = None, status: str | None = None,
+              limit: int = 100) -> list[dict]:
+    """Judgment rows (oldest first) of a run, or with these ids, optionally of one status."""
+    where, params = [], []
+    for cond, value in (("run_id = ?", run_id), ("list_contains(?, id)", ids), ("status = ?", status)):
+        if value is not None:
+            where.append(cond)
+            params.append(value)
+    sql = "SELECT * FROM judgments" + (" WHERE " + " AND ".join(where) if where else "")
+    with connect() as con:
+        return _rows(con.execute(sql + " ORDER BY created_at, id LIMIT ?", params + [int(limit)]))
+
+
+def decide_judgment(judgment_id: str, choice: int | None, by: str) -> bool:
+    """Record a person's choice (0 = a, 1 = b, None = cannot tell) while the pair is still
+    pending and before its deadline; False when it was already decided or has expired."""
+    with _write() as con:
+        hit = con.execute(
+            "UPDATE judgments SET status = ?, choice = ?, decided_by = ?, decided_at = ? "
+            "WHERE id = ? AND status = 'pending' AND deadline > ? RETURNING id",
+            ["decided" if choice is not None else "skipped", choice, by, time.time(), judgment_id,
+             time.time()]).fetchall()
+    return bool(hit)
+
+
+def close_judgments(ids: list[str], status: str = "expired") -> int:
+    """Close the still-pending ones of `ids` (the worker stopped waiting); returns how many."""
+    with _write() as con:
+        return len(con.execute("UPDATE judgments SET status = ?, decided_at = ? WHERE "
+                               "list_contains(?, id) AND status = 'pending' RETURNING id",
+                               [status, time.time(), list(ids)]).fetchall())
 
 
 # --------------------------------------------------------------------------- page queries

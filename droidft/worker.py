@@ -66,6 +66,9 @@ def run(run_id: str) -> str:
         ctx.step_offset = config.start_step
         ctx.early_stop_patience = config.early_stop_patience
         ctx.early_stop_min_delta = config.early_stop_min_delta
+        from .methods.internals import require
+
+        require(config.method)  # a changed mlx-lm(-lora) internal: say which, before loading
         if config.world_size() > 1:
             from .distributed import lead
 

@@ -1,4 +1,4 @@
-"""Write the RL and preference demo datasets: data/demo/grpo and data/demo/preference.
+"""Write the RL and preference demo datasets: data/demo/grpo, preference, online and ftpo.
 
     python scripts/make_rl_demo_data.py            # deterministic; rewrites both folders
 
@@ -17,7 +17,15 @@ does not, so validation reward measures more than memorised prompts.
 
 The preference set teaches the same thing: chosen = three items of the category, rejected =
 the kind of answer the untrained model gives (another reply shape, or items of another
-category).
+category). The online set (online_dpo, xpo, ppo, rlhf_reinforce) has the GRPO rows' prompts
+and answers: the policy writes both completions, and the reward judge scores them with
+`droidft_demo_reward`, so "the judge's choice" is the same partial credit.
+
+The FTPO set (Antidoom form, one next token): the demo model opens every reply to the chat
+demo's questions with "I" ("I do not have a favourite colour."). Each row is such a question
+rendered with the demo model's chat template, "I" as the rejected first token and "My" (and
+"Yes" for yes/no questions) as the chosen ones; its splits take their questions from the chat
+demo's splits, so valid and test hold words the train split never has.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 OUT = ROOT / "data" / "demo"
 SEED = 7
 
@@ -60,6 +69,7 @@ TRAIN_PHRASINGS = ("Name three {c}.", "Can you name three {c}?", "Please name th
 VALID_PHRASING = "Tell me three {c}."
 TEST_PHRASING = "Which three {c} can you name?"
 TRAIN_REPEATS = 3  # each (category, phrasing) pair this many times: 9 x 4 x 3 = 108 rows
+FTPO_ROWS = {"train": 96, "valid": 12, "test": 12}
 BAD_REPLIES = ("That is nice. Why do you like {x}?", "Yes, I like {x}.", "I do not know.",
                "{x} is a nice {c1}.")
 
@@ -88,6 +98,19 @@ def preference_row(category: str, phrasing: str, rng: random.Random) -> dict:
     return {"prompt": phrasing.format(c=category), "chosen": three(rng, category), "rejected": rejected}
 
 
+def ftpo_rows(split: str, limit: int) -> list[dict]:
+    from droidft.data import demo_chat_prompt
+
+    rows = []
+    with open(OUT / "chat" / f"{split}.jsonl", encoding="utf-8") as fh:
+        for line in list(fh)[:limit]:
+            question = json.loads(line)["messages"][0]["content"]
+            chosen = ["Yes", "My"] if question.startswith("Do you") else ["My"]
+            rows.append({"context_with_chat_template": demo_chat_prompt(question),
+                         "rejected_decoded": "I", "multi_chosen_decoded": chosen})
+    return rows
+
+
 def write(folder: Path, split: str, rows: list[dict]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as fh:
@@ -107,7 +130,9 @@ def main() -> int:
             rng.shuffle(chosen)
         write(OUT / "grpo", split, [grpo_row(c, p) for c, p in chosen])
         write(OUT / "preference", split, [preference_row(c, p, rng) for c, p in chosen])
-    print(f"wrote {OUT / 'grpo'} and {OUT / 'preference'}: "
+        write(OUT / "online", split, [grpo_row(c, p) for c, p in chosen])
+        write(OUT / "ftpo", split, ftpo_rows(split, FTPO_ROWS[split]))
+    print(f"wrote {OUT / 'grpo'}, {OUT / 'preference'}, {OUT / 'online'} and {OUT / 'ftpo'}: "
           + ", ".join(f"{split} {len(rows)}" for split, rows in pairs.items()))
     return 0
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The README's first command: install everything, build the demo model, start the dashboard.
-# `scripts/start.sh --lan` shares it on the local network (see README, "Sharing on a LAN").
+#   scripts/start.sh                 this machine only (http://127.0.0.1:8501)
+#   scripts/start.sh --lan           share on the network over HTTPS, with passwords
+#                                    (a self-signed certificate is made on the first start;
+#                                    --cert FILE --key FILE for your own, --plain-http for none)
+# See README, "Sharing on a LAN". Any `droidft serve` option works here (--port N, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/blas-env.sh
-address=127.0.0.1
-if [ "${1:-}" = "--lan" ]; then
-  address=0.0.0.0
-  export DROIDFT_LAN=1
-fi
-exec .venv/bin/streamlit run app/Home.py --server.address "$address"
+echo "droidft: starting the dashboard ..."
+exec .venv/bin/droidft serve "$@"

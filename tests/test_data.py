@@ -99,12 +99,15 @@ def test_problem_str_names_file_and_line():
 
 
 def test_method_formats_cover_the_families():
-    assert D.FORMATS == ("chat", "completions", "text", "grpo", "preference")
+    assert D.FORMATS == ("chat", "completions", "text", "grpo", "preference", "prompt", "ftpo")
     assert D.METHOD_FORMATS["sft"] == ("chat", "completions", "text")
     for m in ("grpo", "gspo", "dr_grpo", "bnpo", "dapo"):
         assert D.METHOD_FORMATS[m] == ("grpo",)
-    for m in ("dpo", "orpo", "cpo"):
+    for m in ("dpo", "orpo", "cpo", "dsla"):
         assert D.METHOD_FORMATS[m] == ("preference",)
+    for m in ("online_dpo", "xpo", "ppo", "rlhf_reinforce"):
+        assert D.METHOD_FORMATS[m] == ("prompt",)
+    assert (D.METHOD_FORMATS["klpo"], D.METHOD_FORMATS["ftpo"]) == (("grpo",), ("ftpo",))
     assert D.normalize_method("DR-GRPO") == "dr_grpo"
     with pytest.raises(DataError, match="unknown training method 'ppo2'"):
         D.validate_dataset("demo", method="ppo2")
@@ -499,7 +502,8 @@ def test_sample_data_is_valid_for_its_method(tmp_path, method):
     assert r.format == D.METHOD_FORMATS[method][0]
     # no question leaks from train into valid/test
     def keyset(split):
-        return {json.dumps(row.get("prompt") or row["messages"][1]) for row in D.load_rows(out / f"{split}.jsonl")}
+        return {json.dumps(row.get("prompt") or row.get("context_with_chat_template") or row["messages"][1])
+                for row in D.load_rows(out / f"{split}.jsonl")}
     assert not keyset("train") & (keyset("valid") | keyset("test"))
 
 

@@ -1,5 +1,7 @@
 """Data-parallel training through mlx.launch: two local ranks of the ring backend."""
 
+import re
+
 import pytest
 
 from droidft import jobs, store
@@ -66,7 +68,18 @@ def test_stop_reaches_every_rank(demo_model):
     jobs.stop(run_id)
     run = jobs.wait(run_id, timeout=120)
     assert run["status"] == "stopped", run.get("error")
-    assert store.artifacts(run_id, kind="final_adapter")
+    final = store.artifacts(run_id, kind="final_adapter")[0]["step"]
+    # Every rank ended its own loop after the same step, the one the saved adapter holds.
+    from droidft import paths
+
+    last = {}
+    for rank in (0, 1):
+        log = (paths.run_dir(run_id) / f"rank{rank}.log").read_text()
+        ends = re.findall(r"stop requested: ending training after step (\d+)", log)
+        assert len(ends) == 1, (rank, log[-2000:])
+        last[rank] = int(ends[0])
+    assert last == {0: final, 1: final} and 0 < final < 100000, (last, final)
+    assert max(r["step"] for r in store.metrics(run_id, names=["train_loss"])) <= final
 
 
 def test_machine_checks_and_rank_status(demo_model, tmp_path):
@@ -85,3 +98,66 @@ def test_machine_checks_and_rank_status(demo_model, tmp_path):
     status = rank_status("r1")
     assert [s["rank"] for s in status] == [0, 1]
     assert not status[0]["failed"] and status[1]["failed"]
+
+
+# -- RL and preference methods across ranks (issue 14) ---------------------------------------------
+
+
+def test_dsla_on_two_ranks_matches_one_rank(demo_model):
+    """mlx-lm-lora's DSLA trainer gives each rank its own rows, averages gradients and reduces
+    every reported number: 2 ranks train what 1 rank trains. The latent term's `direction`
+    variant uses batch statistics (per rank under mlx.launch), so this compares `similarity`."""
+    from mlx_lm import load
+
+    from droidft.config import LoraParameters
+    from droidft.methods.dsla import DSLAConfig
+
+    base = dict(model="demo", data="demo", iters=4, batch_size=4, steps_per_report=2, steps_per_eval=4,
+                save_every=4, val_batches=1, learning_rate=1e-4, latent_variant="similarity",
+                lora_parameters=LoraParameters(rank=4, scale=10.0))
+    one = jobs.wait(jobs.start(DSLAConfig(**base, name="dsla 1 rank")), timeout=600)
+    two = jobs.wait(jobs.start(DSLAConfig(**base, name="dsla 2 ranks", ranks_per_host=2)), timeout=600)
+    assert one["status"] == "completed", one.get("error")
+    assert two["status"] == "completed", two.get("error")
+    v1, v2 = series(one["id"], "val_loss"), series(two["id"], "val_loss")
+    assert v1[0] == pytest.approx(v2[0], rel=1e-4)
+    t1, t2 = series(one["id"], "train_loss"), series(two["id"], "train_loss")
+    assert t1.keys() == t2.keys() == {2, 4}
+    for step in t1:
+        assert t1[step] == pytest.approx(t2[step], rel=0.02), (step, t1[step], t2[step])
+    assert series(two["id"], "world_size")[0] == 2
+    load(two["model"], adapter_path=two["adapter_path"])
+
+
+def test_grpo_on_two_ranks_splits_each_batch_between_the_ranks(demo_model, tmp_path):
+    """GRPO samples completions, so losses of 1 and 2 ranks differ by the sampling; what must
+    hold is that each rank trains its own half of the same global batch (mlx-lm-lora's GRPO
+    iterator offsets by rank) and that the run completes with one adapter."""
+    import json
+
+    from droidft.config import LoraParameters
+    from droidft.data import sample_data
+    from droidft.methods.grpo import GRPOConfig
+    from droidft import paths
+
+    data = sample_data("grpo", tmp_path / "unique")  # every question once: rows are identifiable
+    base = dict(model="demo", data=str(data), iters=2, batch_size=4, group_size=2, max_completion_length=6,
+                steps_per_report=1, steps_per_eval=2, save_every=2, val_batches=1, samples_per_report=4,
+                reward_functions=["exact_answer"], lora_parameters=LoraParameters(rank=4, scale=10.0))
+    one = jobs.wait(jobs.start(GRPOConfig(**base)), timeout=600)
+    two = jobs.wait(jobs.start(GRPOConfig(**base, ranks_per_host=2)), timeout=600)
+    assert one["status"] == "completed" and two["status"] == "completed", (one.get("error"), two.get("error"))
+    first_batch = {s["prompt"] for s in store.samples(one["id"]) if s["step"] == 1}
+    assert len(first_batch) == 4
+    shards = []
+    for rank in (0, 1):
+        log = (paths.run_dir(two["id"]) / f"rank{rank}.log").read_text()
+        line = next(x for x in log.splitlines() if f"rank {rank}/2 first batch: " in x)
+        shards.append(set(json.loads(line.split("first batch: ", 1)[1])))
+    assert len(shards[0]) == len(shards[1]) == 2 and not shards[0] & shards[1]
+    assert shards[0] | shards[1] == first_batch
+    assert series(two["id"], "world_size")[0] == 2 and series(two["id"], "train_loss")
+    # rank 0 writes the run's adapter and checkpoints; rank 1's own saves went to a scratch
+    # folder (never into the run's adapter file), removed when it finished
+    assert (paths.run_dir(two["id"]) / "adapters" / "0000002_adapters.safetensors").exists()
+    assert not list(paths.run_dir(two["id"]).glob("rank*-adapters"))

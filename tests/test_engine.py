@@ -38,7 +38,15 @@ def test_run_completes_records_everything_and_adapter_loads_in_stock_mlx_lm(demo
     names = {row["name"] for row in store.metrics(run_id)}
     assert TRAIN_METRICS | {"val_loss"} <= names
     steps = sorted({r["step"] for r in store.metrics(run_id, names=["train_loss"])})
-    assert steps == [5, 10, 15, 20]
+    assert steps == [1, 5, 10, 15, 20]  # step 1 at once, then every steps_per_report
+    # iterations/s is steps in the window over its time: windows of 1, 4, 5, 5, 5 steps
+    rows = {(r["name"], r["step"]): r["value"] for r in store.metrics(run_id)}
+    previous = (0, 0.0)
+    for step in steps:
+        tokens, rate = rows[("trained_tokens", step)], rows[("tokens_per_second", step)]
+        window_s = (tokens - previous[1]) / rate
+        assert rows[("iterations_per_second", step)] * window_s == pytest.approx(step - previous[0], rel=1e-6)
+        previous = (step, tokens)
     val_steps = sorted(r["step"] for r in store.metrics(run_id, names=["val_loss"]))
     assert val_steps == [0, 9, 19]  # mlx-lm validates before step it and reports it - 1
 
@@ -61,7 +69,7 @@ def test_metrics_land_while_running_then_stop_saves_adapter(demo_model):
     run_id = jobs.start(quick(iters=100000, steps_per_eval=100000, save_every=100000))
     first = wait_for(lambda: store.metrics(run_id, names=["train_loss"]), timeout=120)
     assert store.get_run(run_id)["status"] == "running"  # rows arrive while training goes on
-    assert first[0]["step"] == 5
+    assert first[0]["step"] == 1  # the first point comes right after the first step
     hb1 = store.get_run(run_id)["heartbeat_at"]
     wait_for(lambda: store.get_run(run_id)["heartbeat_at"] > hb1, timeout=10)
 
@@ -99,18 +107,27 @@ def test_sigkill_is_reaped_with_log_lines_and_resume_continues(demo_model):
 
 
 def test_resume_of_a_stopped_run_trains_only_what_is_left(demo_model):
-    run_id = jobs.start(quick(iters=40, save_every=5, steps_per_report=1))
-    wait_for(lambda: store.metrics(run_id, names=["train_loss"]), timeout=120)
-    jobs.stop(run_id)
-    run = jobs.wait(run_id, timeout=120)
-    if run["status"] == "completed":
-        pytest.skip("the run finished before the stop landed")
+    total, every = 60, 5
+    run_id = jobs.start(quick(iters=total, save_every=every, steps_per_report=1))
+    adapters = jobs.paths.run_dir(run_id) / "adapters"
+    checkpoints = lambda: [int(p.name[:7]) for p in adapters.glob("*_adapters.safetensors")]  # noqa: E731
+    wait_for(checkpoints, timeout=300, poll=0.01)  # the trainer's own files: no reporting delay
+    pid = store.get_run(run_id)["pid"]
+    os.kill(pid, signal.SIGSTOP)  # hold the trainer still while the stop is requested: it lands mid-run
+    try:
+        assert max(checkpoints()) + every < total, "the trainer is not mid-run (no later checkpoint yet)"
+        jobs.stop(run_id)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    run = jobs.wait(run_id, timeout=300)
+    assert run["status"] == "stopped", run.get("error")
     stopped_at = store.artifacts(run_id, kind="final_adapter")[0]["step"]
+    assert 0 < stopped_at < total
     child = jobs.wait(jobs.resume(run_id), timeout=300)
     assert child["status"] == "completed", child.get("error")
-    assert child["config"]["iters"] == 40 - stopped_at
-    last = max(r["step"] for r in store.metrics(child["id"], names=["train_loss"]))
-    assert last == 40
+    assert child["config"]["iters"] == total - stopped_at
+    steps = [r["step"] for r in store.metrics(child["id"], names=["train_loss"])]
+    assert steps == list(range(stopped_at + 1, total + 1))  # every step left, once, up to the last
 
 
 def test_a_resumed_run_continues_the_learning_rate_schedule(demo_model):

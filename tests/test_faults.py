@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from droidft import jobs, store
 from droidft.config import ConfigError, LoraParameters
-from helpers import demo_sft
+from helpers import demo_sft, wait_for
 
 
 def small(**overrides):
@@ -78,7 +78,7 @@ def test_run_outlives_the_process_that_started_it(demo_model):
     run_id = out.stdout.strip().splitlines()[-1]
     run = jobs.wait(run_id, timeout=300)
     assert run["status"] == "completed", run.get("error")
-    assert [r["step"] for r in store.metrics(run_id, names=["train_loss"])] == [5, 10, 15]
+    assert [r["step"] for r in store.metrics(run_id, names=["train_loss"])] == [1, 5, 10, 15]
 
 
 def test_model_deleted_and_data_changed_during_a_run(demo_model, tmp_path):
@@ -232,8 +232,18 @@ def test_a_disk_that_fills_up_completely_loses_nothing_already_reported(small_di
     run_id = jobs.start(small(iters=200, steps_per_eval=10**6, save_every=1))
     first_metric(run_id)
     filler = fill_disk(small_disk, 0)
-    time.sleep(8)  # training fails at its next checkpoint; the worker waits for the database
-    assert jobs.get(run_id)["status"] == "running", "nothing could be written meanwhile"
+    # The full disk reached the worker: its heartbeat (written with every flush of its rows)
+    # stops while its process lives on, waiting for space with its rows in memory.
+    pid = jobs.get(run_id)["pid"]
+    beats = []
+
+    def heartbeat_stopped() -> bool:
+        beats.append(store.get_run(run_id)["heartbeat_at"])
+        return len(beats) > 8 and len(set(beats[-8:])) == 1  # unchanged over 8 polls (~4 s)
+
+    wait_for(heartbeat_stopped, timeout=120, poll=0.5)
+    assert jobs.pid_alive(pid, run_id) and jobs.get(run_id)["status"] == "running", \
+        "the worker waits for space instead of dying"
     filler.unlink()
     run = jobs.wait(run_id, timeout=300)
     assert run["status"] == "failed"

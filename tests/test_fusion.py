@@ -37,6 +37,25 @@ def modules_of(adapter):
     return sorted(fusion.load_factors(resolve_adapter(adapter)))
 
 
+_STOCK: dict[str, dict[str, np.ndarray]] = {}
+
+
+def stock_update(adapter, module: str) -> np.ndarray:
+    """One layer's update as stock mlx-lm applies the adapter, computed without droidft.fusion:
+    load the demo model with the adapter (mlx_lm.load), fuse each LoRA/DoRA layer into a plain
+    Linear with mlx-lm's own `fuse()`, and subtract the base weight."""
+    key = str(adapter)
+    if key not in _STOCK:
+        from mlx_lm import load
+
+        from droidft.models.demo import demo_model_path
+
+        model, _ = load(str(demo_model_path()), adapter_path=key)
+        _STOCK[key] = {name: np.array(layer.fuse().weight) - np.array(layer.linear.weight)
+                       for name, layer in model.named_modules() if hasattr(layer, "lora_a")}
+    return _STOCK[key][module]
+
+
 def logits(model, tokens=(1, 5, 9, 17, 33, 65)):
     return model(mx.array([list(tokens)]))
 
@@ -46,9 +65,12 @@ def test_linear_fused_update_is_weighted_sum_of_updates(adapters, demo_model, tm
     assert result.provenance["rank"] == 6  # 4 + 2: lossless by default
     assert result.retained_energy["min"] > 1 - 1e-6
     for module in modules_of(adapters["a"]):
-        want = 0.7 * fusion.update_of(adapters["a"], module) + 0.3 * fusion.update_of(adapters["b"], module)
-        got = fusion.update_of(tmp_path / "f", module)
+        want = 0.7 * stock_update(adapters["a"], module) + 0.3 * stock_update(adapters["b"], module)
+        got = stock_update(tmp_path / "f", module)
+        assert np.abs(want).max() > 1e-3  # a real update, not zeros agreeing with zeros
         np.testing.assert_allclose(got, want, atol=1e-6 * max(1.0, np.abs(want).max()))
+        # droidft's own reading of an update (the dashboard's preview) agrees with stock mlx-lm
+        np.testing.assert_allclose(fusion.update_of(tmp_path / "f", module), got, atol=1e-6)
         # and it is not what averaging A and B separately would give
         fa, fb = (fusion.load_factors(resolve_adapter(adapters[k]))[module] for k in "ab")
         assert fa["a"].shape != fb["a"].shape  # ranks differ: A/B averaging is not even defined
@@ -75,14 +97,16 @@ def test_fused_adapter_and_model_load_with_stock_mlx_lm_and_agree(adapters, demo
 def test_truncated_rank_reports_retained_energy(adapters, tmp_path):
     result = fusion.fuse([adapters["a"], adapters["c"]], [0.5, 0.5], out=tmp_path / "r2", rank=2)
     module = modules_of(adapters["a"])[0]
-    dense = 0.5 * fusion.update_of(adapters["a"], module) + 0.5 * fusion.update_of(adapters["c"], module)
+    dense = 0.5 * stock_update(adapters["a"], module) + 0.5 * stock_update(adapters["c"], module)
     s = np.linalg.svd(dense, compute_uv=False)
     want = float((s[:2] ** 2).sum() / (s ** 2).sum())
     got = next(r["retained_energy"] for r in result.layers if r["module"] == module)
     assert got == pytest.approx(want, rel=1e-4)
     assert 0 < result.retained_energy["total"] < 1
-    fused = fusion.update_of(tmp_path / "r2", module)
+    fused = stock_update(tmp_path / "r2", module)
     assert np.linalg.matrix_rank(fused, tol=1e-6) == 2
+    u, sv, vt = np.linalg.svd(dense)  # the best rank-2 approximation (Eckart-Young)
+    np.testing.assert_allclose(fused, (u[:, :2] * sv[:2]) @ vt[:2], atol=1e-5 * np.abs(dense).max())
     cfg = json.loads((tmp_path / "r2" / "adapter_config.json").read_text())
     assert cfg["lora_parameters"]["rank"] == 2 and cfg["fine_tune_type"] == "lora"
 
@@ -93,8 +117,8 @@ def test_layered_linear_schedule(adapters, demo_model, tmp_path):
     n = architecture(demo_model)["num_hidden_layers"]
     for module in modules_of(adapters["a"]):
         t = fusion.layer_index(module) / (n - 1)
-        want = (1 - t) * fusion.update_of(adapters["a"], module) + t * fusion.update_of(adapters["b"], module)
-        np.testing.assert_allclose(fusion.update_of(tmp_path / "lay", module), want, atol=1e-6)
+        want = (1 - t) * stock_update(adapters["a"], module) + t * stock_update(adapters["b"], module)
+        np.testing.assert_allclose(stock_update(tmp_path / "lay", module), want, atol=1e-6)
 
 
 def test_layer_weight_specs_are_validated():
@@ -144,8 +168,8 @@ def test_bad_fusion_requests_are_refused(adapters, demo_model, tmp_path):
     # weights that do not sum to 1 are fine when asked for (task arithmetic)
     r = fusion.fuse([a, b], [1.0, -0.5], allow_any_sum=True, out=tmp_path / "arith")
     module = modules_of(a)[0]
-    np.testing.assert_allclose(fusion.update_of(r.out, module),
-                               fusion.update_of(a, module) - 0.5 * fusion.update_of(b, module), atol=1e-6)
+    np.testing.assert_allclose(stock_update(r.out, module),
+                               stock_update(a, module) - 0.5 * stock_update(b, module), atol=1e-6)
 
 
 def test_adapters_of_different_bases_are_refused(adapters, demo_model, tmp_path):
@@ -215,8 +239,8 @@ def test_dora_updates_fuse_like_stock_mlx_lm_fuse(adapters, demo_model, tmp_path
     full = architecture(demo_model)["hidden_size"]  # >= min(out, in) of every layer
     r = fusion.fuse([adapters["dora"], adapters["a"]], [0.5, 0.5], rank=full, out=tmp_path / "mix")
     m = modules_of(adapters["a"])[0]
-    want = 0.5 * fusion.update_of(adapters["dora"], m) + 0.5 * fusion.update_of(adapters["a"], m)
-    np.testing.assert_allclose(fusion.update_of(r.out, m), want, atol=1e-5)
+    want = 0.5 * stock_update(adapters["dora"], m) + 0.5 * stock_update(adapters["a"], m)
+    np.testing.assert_allclose(stock_update(r.out, m), want, atol=1e-5)
 
 
 def test_quantized_base_is_dequantized_into_a_full_model(demo_model, tmp_path):

@@ -133,6 +133,17 @@ def test_home_demo_button_starts_a_real_run_and_opens_its_monitor(demo_model):
         stop_all()
 
 
+def test_home_names_the_blas_kernels_training_gets(demo_model):
+    from droidft.blas import find_openblas, worker_env
+
+    at = open_page("views/home.py")
+    line = next(m.value for m in at.markdown if "Training math (BLAS)" in m.value)
+    expected = us.short_blas(worker_env("auto")[1])
+    assert f"**Training math (BLAS):** {expected}" in line
+    if find_openblas():
+        assert len(expected.split()) == 2, "openblas and the kernels it runs (e.g. SkylakeX)"
+
+
 # -- Monitor ------------------------------------------------------------------------------------------------
 
 
@@ -409,6 +420,10 @@ def test_formatting():
     assert us.fmt_duration(None) == "-" and us.fmt_duration(float("nan")) == "-"
     assert us.fmt_count(2_500_000) == "2.5M" and us.fmt_count(12) == "12"
     assert us.short_blas("openblas (/usr/lib/x/libopenblas.so.0)") == "openblas"
+    # the kernels, as worker_env announces them and as a worker records them
+    assert us.short_blas("openblas (/x/libopenblas.so.0; SkylakeX kernels (chosen by droidft: "
+                         "OpenBLAS picked Prescott))") == "openblas SkylakeX"
+    assert us.short_blas("openblas SkylakeX (/x/libopenblas.so.0; chosen by droidft)") == "openblas SkylakeX"
     assert us.fmt_device("Device(gpu, 0)") == "GPU (Metal)"
 
 

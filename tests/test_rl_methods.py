@@ -108,7 +108,7 @@ def test_method_variants_set_the_mlx_lm_lora_options_they_stand_for():
     (CPOConfig, {"reference_model": "demo"}, "cpo uses no reference model"),
     (ORPOConfig, {"reference_model": "demo"}, "orpo uses no reference model"),
     (ORPOConfig, {"batch_size": 0, "learning_rate": 0}, "batch_size must be a whole number >= 1"),
-    (GSPOConfig, {"hosts": ["127.0.0.1", "10.0.0.7"]}, "gspo trains on one machine"),
+    (DPOConfig, {"hosts": ["127.0.0.1", "10.0.0.7"]}, "dpo trains on one machine"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(cls, changes, fragment):
     problems = cls(**changes).problems()
@@ -313,11 +313,34 @@ def test_grpo_with_a_custom_reward_file_and_weights(tmp_path, demo_model):
 
 
 def test_warm_start_adapter_starts_training_and_is_the_kl_reference(tmp_path, demo_model):
-    first, run = run_to_end(DPOConfig(**TINY, data="demo"))
-    config = GRPOConfig(**TINY_GRPO, warm_start=run["adapter_path"])
+    """The warm-start weights are in the KL reference: compared with the adapter file itself,
+    and seen by the trainer (at the first step the policy is the reference, so the KL is 0;
+    against the bare base model, as `reference_model` asks, it is not)."""
+    import numpy as np
+    from mlx.utils import tree_flatten
+    from safetensors.numpy import load_file
+
+    from droidft.methods.grpo import initial_weights, load_reference
+    from droidft.models.synthetic import random_lora_adapter
+
+    warm = random_lora_adapter(demo_model, tmp_path / "warm", rank=4, scale=10.0, seed=3)
+    config = GRPOConfig(**TINY_GRPO, warm_start=str(warm))
+    start_from, reference_weights = initial_weights(config, None, demo_model)
+    assert start_from == reference_weights == str(warm / "adapters.safetensors")
+    expected = load_file(reference_weights)
+    reference = dict(tree_flatten(load_reference(config, demo_model, reference_weights).parameters()))
+    assert {k for k in reference if ".lora_" in k} == set(expected)
+    for key, value in expected.items():
+        assert np.abs(value).max() > 0 and np.array_equal(np.array(reference[key]), value), key
+
     run_id, _ = run_to_end(config)
     events = " ".join(e["message"] for e in store.events(run_id))
-    assert "starting from adapter weights" in events and first in events
+    assert f"starting from adapter weights {warm / 'adapters.safetensors'}" in events
+    bare_id, _ = run_to_end(GRPOConfig(**TINY_GRPO, warm_start=str(warm), reference_model="demo"))
+    kl = {rid: next(r["value"] for r in store.metrics(rid, names=["train_kl"]) if r["step"] == 1)
+          for rid in (run_id, bare_id)}
+    assert kl[run_id] == pytest.approx(0.0, abs=1e-6), kl
+    assert kl[bare_id] > 1e-4, kl
 
 
 def test_stop_ends_a_grpo_run_cleanly_and_resume_continues_it(demo_model):

@@ -56,14 +56,16 @@ def test_new_run_id_is_readable_sortable_unique():
 
 
 def test_create_get_update_list_runs():
+    before = time.time()
     a = make_run(name="first")
+    after = time.time()
     time.sleep(0.01)
     b = make_run(method="grpo", parent_id=a, run_id="my-run", model=Path("/models/x"))
     assert b == "my-run"
     run = store.get_run(a)
     assert run["status"] == "queued" and run["name"] == "first" and run["method"] == "sft"
     assert run["config"] == {"lr": 1e-4, "layers": [1, 2]}  # decoded from JSON
-    assert abs(run["created_at"] - time.time()) < 5
+    assert before <= run["created_at"] <= after
     assert store.get_run(b)["parent_id"] == a and store.get_run(b)["model"] == "/models/x"
     with pytest.raises(ValueError):
         make_run(run_id="my-run")  # duplicate explicit id
@@ -300,12 +302,14 @@ def test_batch_writer_buffers_and_flushes_with_heartbeat():
     w.sample(4, "prompt", "completion", reward=0.5, meta={"r": 1})
     assert store.metrics(rid) == [] and w.pending == 7
     assert store.get_run(rid)["heartbeat_at"] is None
+    before = time.time()
     assert w.flush() is True and w.pending == 0
+    after = time.time()
     assert len(store.metrics(rid)) == 5
     assert store.events(rid)[0]["level"] == "warning"
     assert store.samples(rid)[0]["meta"] == {"r": 1}
     hb = store.get_run(rid)["heartbeat_at"]
-    assert abs(hb - time.time()) < 5
+    assert before <= hb <= after
     w.interval = 0
     w.metric(5, "train_loss", 0.1, time=123.0)
     w.maybe_flush()
@@ -392,14 +396,13 @@ def test_batch_writer_keeps_rows_while_the_db_is_locked(tmp_path, monkeypatch, m
     w = store.BatchWriter(rid, interval=0.05)
     w.metric(0, "loss", 1.0)
     assert w.flush()
-    holder = hold_lock(tmp_path, mode, 1.5)
+    holder = hold_lock(tmp_path, mode, 4.0)  # far longer than the 0.2 s busy timeout below
     monkeypatch.setattr(store, "BUSY_TIMEOUT", 0.2)
     for s in range(1, 51):
         w.metric(s, "loss", float(s))
     w.event("while locked")
-    t0 = time.monotonic()
     assert w.flush() is False  # busy: kept, not dropped, not raised
-    assert time.monotonic() - t0 < 1.0
+    assert holder.poll() is None, "the flush gave up while the lock was still held (it did not wait it out)"
     assert w.pending == 51 and isinstance(w.last_error, store.StoreBusy) and w.busy_flushes == 1
     with pytest.raises(store.StoreBusy, match="busy"):
         store.metrics(rid)  # readers get the human message, not a raw lock error
@@ -414,9 +417,7 @@ def test_default_timeout_waits_out_a_short_lock(tmp_path):
     rid = make_run()
     holder = hold_lock(tmp_path, "raw", 1.0)
     before = dict(store.stats)
-    t0 = time.monotonic()
     store.add_metrics([(rid, 1, "loss", 1.0, 1.0)])  # retries with backoff until the lock goes
-    assert time.monotonic() - t0 > 0.5
     assert store.stats["retries"] > before["retries"] and store.stats["busy"] == before["busy"]
     holder.wait(timeout=10)
     assert len(store.metrics(rid)) == 1
@@ -534,11 +535,9 @@ def check_load(reports, run_ids, n):
 def test_concurrent_writers_and_pollers_lose_nothing(tmp_path):
     """3 workers reporting every 50 ms (flushing once a second) and 2 pages polling."""
     n = 60
-    t0 = time.monotonic()
     reports, run_ids = run_load(tmp_path, n=n, pace=0.05, interval=1.0, poll=0.15)
     polls, contended = check_load(reports, run_ids, n)
-    assert polls >= 10
-    assert time.monotonic() - t0 < 20
+    assert polls >= 10  # how long it takes is bench/bench_store.py's business
 
 
 @pytest.mark.slow

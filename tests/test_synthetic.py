@@ -57,3 +57,26 @@ def test_random_llama_is_deterministic_per_seed(tmp_path, demo_model):
     c = random_llama(tmp_path / "c", hidden_size=64, num_layers=1, like=demo_model, seed=2)
     data = [(p / "model.safetensors").read_bytes() for p in (a, b, c)]
     assert data[0] == data[1] != data[2]
+
+
+def test_random_model_has_qwen_shape_and_loads_with_stock_mlx_lm(tmp_path, demo_model):
+    """The 0.5B benchmark model's recipe, at 2 of its 24 layers (same widths, bfloat16, trimmed vocab)."""
+    import mlx.core as mx
+
+    from droidft.models.synthetic import QWEN2_5_0_5B, random_model
+
+    out = random_model(tmp_path / "qwen", dict(QWEN2_5_0_5B, num_hidden_layers=2), like=demo_model,
+                       dtype="bfloat16")
+    model, tokenizer = mlx_lm.load(str(out))
+    vocab = json.loads((demo_model / "config.json").read_text())["vocab_size"]
+    layer = model.layers[0]
+    assert layer.self_attn.q_proj.weight.shape == (896, 896)
+    assert layer.self_attn.k_proj.weight.shape == (128, 896)  # 2 KV heads of 64
+    assert layer.self_attn.q_proj.bias.shape == (896,)  # Qwen2 has q/k/v biases
+    assert layer.mlp.gate_proj.weight.shape == (4864, 896)
+    assert model.model.embed_tokens.weight.shape == (vocab, 896)
+    assert layer.self_attn.q_proj.weight.dtype == mx.bfloat16
+    per_layer = 896 * 896 * 2 + 896 * 128 * 2 + 896 + 128 * 2 + 3 * 896 * 4864 + 2 * 896
+    assert n_params(model) == vocab * 896 + 2 * per_layer + 896
+    steps = list(mlx_lm.stream_generate(model, tokenizer, "Hello", max_tokens=3))
+    assert 1 <= steps[-1].generation_tokens <= 3

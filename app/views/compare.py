@@ -46,7 +46,7 @@ with c_targets:
     if not usable:
         st.caption("No adapter trained on this base model yet.")
 if not choices:
-    empty("No fine-tuned adapters yet. Fine-tune the demo model first (about a minute).", "home", "Go to Home")
+    empty("No fine-tuned adapters yet. Fine-tune the demo model first (it takes seconds).", "home", "Go to Home")
 
 # -- sampling -----------------------------------------------------------------------------------------
 with st.expander("Sampling", icon=":material/tune:"):

@@ -6,8 +6,8 @@ import streamlit as st
 
 from charts import histogram
 from common import (
-    allowed, attempt, call, data_mtime, goto, model_select, models, show_error, token_stats, tokenizer,
-    typed_path, viewer_note)
+    allowed, attempt, call, data_mtime, goto, model_select, models, require_role, show_error, token_stats,
+    tokenizer, typed_path, viewer_note)
 from droidft import data as datasets
 from droidft import studio as us
 
@@ -48,6 +48,7 @@ with upload_tab:
     if st.button("Save upload", key="data.save_upload", disabled=not files or not allowed("upload"),
                  help=viewer_note("upload"), icon=":material/upload:"):
         with attempt("save the upload"):
+            require_role("upload")
             folder = datasets.save_uploads([(f.name, f.getvalue()) for f in files], up_name)
             st.session_state["data.selected"] = str(folder)
             st.session_state.pop("data.pick", None)
@@ -64,6 +65,7 @@ with sample_tab:
     if st.button("Generate", key="data.generate", icon=":material/auto_awesome:",
                  disabled=not allowed("sample-data"), help=viewer_note("sample-data")):
         with attempt("generate sample data"):
+            require_role("sample-data")
             folder = datasets.sample_data(method, datasets.new_dataset_dir(s_name), n_train=int(n_train),
                                           n_valid=int(n_valid))
             st.session_state["data.selected"] = str(folder)
@@ -113,13 +115,14 @@ with st.expander("Split into train / valid (/ test)", expanded=not report.ok and
     from pathlib import Path as _P
 
     src = _P(report.path)
-    in_place = src.is_dir() and str(src).startswith(str(datasets.datasets_dir()))
+    in_place = src.is_dir() and datasets.datasets_dir().resolve() in src.resolve().parents  # whole path parts
     st.caption("Rows are shuffled with the seed. " + (
         "The dataset folder is split in place." if in_place else
         "The result is saved as a new dataset (the original is not changed)."))
     if st.button("Split", key="data.split", icon=":material/call_split:", disabled=not allowed("split"),
                  help=viewer_note("split")):
         with attempt("split the dataset"):
+            require_role("split")
             out = src if in_place else datasets.new_dataset_dir((src.stem if src.is_file() else src.name) + "-split")
             rep = datasets.split_dataset(src, out, valid_fraction=valid_f, test_fraction=test_f, seed=int(seed),
                                          method=method, overwrite=in_place)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from charts import bar_chart
 from common import (
-    adapter_targets, allowed, attempt, call, checkpoint_picker, empty, model_select, models, require,
+    adapter_targets, allowed, attempt, call, checkpoint_picker, empty, model_select, models, require_role,
     viewer_note)
 from droidft import evaluate, store
 from droidft import studio as us
@@ -67,7 +67,7 @@ if st.button("Evaluate", type="primary", icon=":material/play_arrow:", key="ev.g
              help=viewer_note("evaluate")):
     targets = [by_key[k]["value"] for k in picked]
     with attempt("evaluate"), st.status("Evaluating...", expanded=True) as status:
-        require("evaluate")
+        require_role("evaluate")
         report = evaluate.evaluate(
             model_path, targets, data=data, suites=suites, include_base=include_base, split=split,
             limit=int(limit), max_tokens=int(max_tokens), pattern=pattern or None,

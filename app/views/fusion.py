@@ -6,8 +6,8 @@ import streamlit as st
 
 from charts import schedule_chart
 from common import (
-    adapter_targets, allowed, attempt, call, checkpoint_picker, empty, goto, model_select, models, require,
-    viewer_note)
+    adapter_targets, allowed, attempt, call, checkpoint_picker, empty, goto, model_select, models,
+    require_role, viewer_note)
 from droidft import fusion, paths
 from droidft import studio as us
 from droidft.data import unique_path
@@ -107,7 +107,7 @@ if st.button("Fuse", type="primary", icon=":material/merge:", disabled=table is 
              help=viewer_note("fuse"), key="fus.go"):
     out = unique_path(paths.home() / "fused", name or f"fused-{method}")
     with attempt("fuse the adapters"), st.spinner("Fusing..."):
-        require("fuse")
+        require_role("fuse")
         result = fusion.fuse([by_key[k]["value"] for k in picked], weights, out=out, to=to, method=method,
                              rank=rank, layer_weights=layer_spec, model=model_path, density=density,
                              allow_any_sum=allow_any)

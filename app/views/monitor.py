@@ -7,8 +7,9 @@ import streamlit as st
 
 from chart_controls import chart_controls
 from charts import series_chart
+from judge_panel import judge_panel
 from common import (
-    POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, require, run_label,
+    POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, require_role, run_label,
     show_error, status_badge, viewer_note)
 from queue_controls import queue_buttons, queue_place, stop_countdown
 from droidft import jobs, queue, store
@@ -54,7 +55,7 @@ with actions:
         if buttons.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not allowed("stop"),
                           help=viewer_note("stop") or "Ends training after the current step and saves the adapter."):
             with attempt("stop the run"):
-                require("stop")
+                require_role("stop")
                 jobs.stop(run_id)
                 st.toast("Stop requested: the run saves its adapter and ends.")
     else:
@@ -62,7 +63,7 @@ with actions:
                 "Resume", icon=":material/play_circle:", key="resume", disabled=not allowed("resume"),
                 help=viewer_note("resume") or "Continues from the last checkpoint as a new, linked run."):
             with attempt("resume the run"):
-                require("resume")
+                require_role("resume")
                 new_id = jobs.resume(run_id)
                 st.query_params["run"] = new_id
                 st.rerun()
@@ -90,9 +91,15 @@ if not active:
 
 
 # -- the live part --------------------------------------------------------------------------
+CHART_POINTS = 1000  # per series: a chart of a days-long run is as light as one of minutes
+
+
 def _poll(run_id: str) -> dict:
-    """Everything new since the last poll, merged into what this session already holds."""
+    """Everything new since the last poll, merged into what this session already holds (a
+    bounded history: us.thin_history). Only the run on screen is kept."""
     cache = st.session_state.setdefault("monitor_cache", {})
+    for other in [k for k in cache if k != run_id]:
+        del cache[other]
     entry = cache.get(run_id) or {"frame": None, "last_time": None, "run": None, "events": [],
                                   "samples": [], "artifacts": [], "busy": False, "checked": 0.0}
     since = entry["last_time"] - 5.0 if entry["last_time"] else None  # overlap; merge dedupes
@@ -103,7 +110,7 @@ def _poll(run_id: str) -> dict:
         cache[run_id] = entry
         return entry
     entry["busy"] = False
-    entry["frame"] = us.merge_metrics(entry["frame"], snap.get("metrics"))
+    entry["frame"] = us.thin_history(us.merge_metrics(entry["frame"], snap.get("metrics")))
     if len(entry["frame"]):
         entry["last_time"] = float(entry["frame"]["time"].max())
     entry["run"] = snap.get("run") or entry["run"]
@@ -133,10 +140,12 @@ def _chart_specs(run_id: str, frame, view) -> list[tuple[str, dict]]:
     import altair as alt
 
     cache = st.session_state.setdefault("monitor_charts", {})
+    for other in [k for k in cache if k != run_id]:  # only the run on screen, as in _poll
+        del cache[other]
     version = (len(frame), float(frame["time"].max()), view.key())
     entry = cache.get(run_id)
     if entry is None or entry["version"] != version:
-        shown = us.downsample(frame, max_points=2000, by=("name",))
+        shown = us.downsample(frame, max_points=CHART_POINTS, by=("name",))
         specs = []
         with alt.data_transformers.disable_max_rows():
             for title, names, y_title in us.chart_groups(set(shown["name"])):
@@ -173,8 +182,13 @@ def live(run_id: str) -> None:
         stop_countdown(run_id)
     if entry["busy"]:
         st.caption("The run database is busy; retrying.")
+    if note := jobs.silence(current):  # alive but silent: hung, paused or unable to write
+        st.warning(note, icon=":material/hourglass_disabled:")
     if watchers := also_watching(run_id):
         st.caption(f":material/visibility: {watchers}")
+
+    if current.get("status") in jobs.ACTIVE:
+        judge_panel(run_id, current)
 
     latest = us.latest_values(frame)
     tiles = st.columns(5)
@@ -213,11 +227,13 @@ def live(run_id: str) -> None:
         samples, logs = st.columns(2)
         with samples:
             st.markdown("**Latest samples**")
-            for s in list(reversed(rows))[:3]:
+            for s in list(reversed(rows))[:4 if config.get("judge") else 3]:  # online: two pairs
                 with st.container(border=True):
-                    reward = s.get("reward")
+                    reward, meta = s.get("reward"), s.get("meta") or {}
                     st.caption(f"step {s.get('step', '?')}"
-                               + (f" · reward {reward:.3g}" if isinstance(reward, (int, float)) else ""))
+                               + (f" · reward {reward:.3g}" if isinstance(reward, (int, float)) else "")
+                               + (f" · {meta['verdict']} by the {meta.get('judge', '?')} judge"
+                                  if isinstance(meta, dict) and meta.get("verdict") else ""))
                     if s.get("prompt"):
                         st.markdown(f"**Prompt:** {str(s['prompt'])[:400]}")
                     st.text(str(s.get("completion") or "")[:1200])

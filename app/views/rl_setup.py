@@ -1,17 +1,21 @@
-"""RL setup: GRPO / GSPO / Dr.GRPO / DAPO and DPO / ORPO / CPO. The form is built from the
-selected method's config dataclass, so every method the engine registers gets one."""
+"""RL setup: the GRPO family, KLPO, DPO / ORPO / CPO / DSLA, FTPO and the online methods
+(online DPO, XPO, PPO, RLHF-REINFORCE with a reward, model or human judge). The form is
+built from the selected method's config dataclass, so every method the engine registers
+gets one."""
 
 import streamlit as st
 
-from common import allowed, attempt, call, goto, link, lora_keys, require, viewer_note
+from common import allowed, attempt, call, goto, link, lora_keys, require_role, viewer_note
 from sweep_form import sweep_section
 from forms import config_form, init_state, model_and_data
-from droidft import jobs, methods
+from droidft import jobs, methods, security
 from droidft import studio as us
 
 st.title("RL and preference training")
-st.caption("Reinforcement learning from rewards (GRPO family) or from preferred/rejected answer "
-           "pairs (DPO, ORPO, CPO). Usually run after a supervised fine-tune.")
+st.caption("Reinforcement learning from rewards (GRPO family, KLPO), from preferred/rejected answer "
+           "pairs (DPO, ORPO, CPO, DSLA, FTPO), or online: the model writes two answers and a judge "
+           "(reward functions, a model, or you in the Monitor) picks one. Usually run after a "
+           "supervised fine-tune.")
 
 available = [m for m in (call(methods.available, doing="list the training methods", default=[]) or [])
              if m.family != "sft"]
@@ -25,8 +29,9 @@ names = [m.name for m in available]
 wanted = st.query_params.get("method")
 if wanted in names and "rl.method" not in st.session_state:
     st.session_state["rl.method"] = wanted
+LABELS = {"dr_grpo": "Dr.GRPO", "online_dpo": "Online DPO", "rlhf_reinforce": "RLHF-REINFORCE"}
 method_name = st.segmented_control("Method", names, key="rl.method", default=names[0], required=True,
-                                   format_func=lambda n: n.upper().replace("DR_GRPO", "Dr.GRPO"))
+                                   format_func=lambda n: LABELS.get(n, n.upper()))
 method = next(m for m in available if m.name == (method_name or names[0]))
 st.caption(method.description or (method.config_class.__doc__ or "").strip().split("\n\n")[0])
 
@@ -48,6 +53,10 @@ if has_rewards:
     from droidft import rewards
 
     reward_file = st.session_state.get(f"{P}.reward_file") or None
+    try:  # LAN mode: not even the names in a file outside the allowed folders (the form says why)
+        security.check_field_path("reward_file", reward_file)
+    except security.AccessDenied:
+        reward_file = None
     options = call(rewards.available, reward_file, doing="list reward functions", default=None)
     if options is None:
         options = call(rewards.available, doing="list reward functions", default=[]) or []
@@ -78,9 +87,12 @@ if model:
     if keys:
         choices["lora_parameters.keys"] = keys
 
+if "judge" in config_class.field_names():
+    st.caption(":material/how_to_vote: With judge **human**, the Monitor shows you each step's two "
+               "answers and the run waits for your choice (up to human timeout, then the fallback).")
 if locked:
     st.caption("Fixed by this method: " + ", ".join(f"{k} = {v}" for k, v in locked.items()))
-values, input_problems = config_form(P, specs, choices_override=choices, skip=skip)
+values, input_problems = config_form(P, specs, choices_override=choices, skip=skip, method=method.name)
 values.update(reward_values)
 values.update(model=model or "", data=data or "", name=name.strip() or None)
 config, problems = us.build_config(config_class, values)
@@ -98,6 +110,6 @@ if problems:
 if st.button("Start training", type="primary", icon=":material/play_arrow:",
              disabled=bool(problems) or not allowed("start"), help=viewer_note("start"), key=f"{P}.start"):
     with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
-        require("start")
+        require_role("start")
         goto("monitor", run=jobs.start(config))
 sweep_section(P, config, [s for s in specs if s.name not in skip], problems)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from chart_controls import chart_controls
 from charts import overlay_chart
-from common import allowed, attempt, call, empty, goto, link, require, show_error
+from common import allowed, attempt, call, empty, goto, link, require_role, show_error, viewer_note
 from queue_controls import queue_buttons, queue_panel
 from droidft import jobs, queue, store
 from droidft import studio as us
@@ -120,15 +120,12 @@ def _cancel_delete() -> None:
 def confirm_delete(run_ids: list[str]) -> None:
     st.write(f"This removes {len(run_ids)} run(s): their metrics, logs, checkpoints and adapters. "
              "It cannot be undone.")
-    if st.button("Delete", type="primary", key="confirm_delete"):
+    if st.button("Delete", type="primary", key="confirm_delete", disabled=not allowed("delete"),
+                 help=viewer_note("delete")):
         failed = False
-        try:
-            require("delete")
-        except Exception as exc:  # noqa: BLE001 - AccessDenied, shown as a message
-            show_error(exc, "delete runs")
-            run_ids, failed = [], True
         for rid in run_ids:
             try:
+                require_role("delete")
                 jobs.delete(rid)
             except Exception as exc:  # noqa: BLE001
                 show_error(exc, f"delete run {rid}")
@@ -161,18 +158,20 @@ if len(picked) == 1:
         if run.get("status") in ("stopped", "failed") and bar.button(
                 "Resume", icon=":material/play_circle:", key="resume", disabled=not allowed("resume")):
             with attempt("resume the run"):
-                require("resume")
+                require_role("resume")
                 goto("monitor", run=jobs.resume(run["id"]))
         if queue.is_waiting(run):
             queue_buttons(bar, run["id"], key="one")
         elif run.get("status") in jobs.ACTIVE:
             if bar.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not allowed("stop")):
                 with attempt("stop the run"):
-                    require("stop")
+                    require_role("stop")
                     jobs.stop(run["id"])
                     st.toast("Stop requested.")
         elif bar.button("Delete", icon=":material/delete:", key="delete", disabled=not allowed("delete")):
-            st.session_state["pending_delete"] = [run["id"]]
+            with attempt("delete the run"):
+                require_role("delete")
+                st.session_state["pending_delete"] = [run["id"]]
         config = run.get("config") or {}
         bar.download_button("Config (YAML)", us.config_yaml(config), file_name=f"{run['id']}.yaml",
                             mime="text/yaml", icon=":material/download:", key="dl_yaml", on_click="ignore")
@@ -194,7 +193,9 @@ elif len(picked) > 1:
     deletable = [r for r in picked if table.set_index("id").loc[r, "status"] not in jobs.ACTIVE]
     if deletable and st.button(f"Delete {len(deletable)} selected runs", icon=":material/delete:",
                                key="delete_many", disabled=not allowed("delete")):
-        st.session_state["pending_delete"] = deletable
+        with attempt("delete the runs"):
+            require_role("delete")
+            st.session_state["pending_delete"] = deletable
 if st.session_state.get("pending_delete"):
     confirm_delete(st.session_state["pending_delete"])
 

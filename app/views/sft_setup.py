@@ -4,7 +4,7 @@ mlx-lm command and YAML, a memory/time estimate, and the start button."""
 import streamlit as st
 
 from common import (
-    allowed, attempt, call, data_mtime, goto, lora_keys, machine, require, token_stats,
+    allowed, attempt, call, data_mtime, goto, lora_keys, machine, require_role, token_stats,
     viewer_note)
 from sweep_form import sweep_section
 from forms import apply_values, config_form, init_state, model_and_data
@@ -29,7 +29,7 @@ def _apply_preset() -> None:
 
 
 st.segmented_control("Preset", list(presets), key="sft.preset", default="quick demo", on_change=_apply_preset,
-                     help="quick demo: about a minute on the demo model · balanced: a sensible first real "
+                     help="quick demo: seconds on the demo model · balanced: a sensible first real "
                           "run · quality: longer, bigger adapter, for a final model")
 
 model, data = model_and_data(P)
@@ -46,7 +46,7 @@ if model_path is not None:
     if keys:
         choices["lora_parameters.keys"] = keys
 
-values, input_problems = config_form(P, specs, choices_override=choices)
+values, input_problems = config_form(P, specs, choices_override=choices, method="sft")
 values.update(model=model or "", data=data or "", name=name.strip() or None)
 config, problems = us.build_config(SFTConfig, values)
 problems = input_problems + problems
@@ -78,9 +78,10 @@ if config is not None and model_path is not None:
             c.metric("Trains", f"{est.trainable_m:.2f} M", help=f"parameters trained, of {est.params_m:.1f} M in the model")
             st.caption(f"Rough: {us.fmt_count(est.tokens)} tokens; speed from {est.basis}.")
             total = (call(machine, default={}) or {}).get("memory_gb")
-            if total and est.memory_gb > 0.8 * total:
-                st.warning(f"This may not fit in this machine's {total} GB: lower the batch size or the max "
-                           "sequence length, turn on gradient checkpointing, or quantise the base (QLoRA).")
+            advice = call(estimate.fit_advice, config, cfg, total_gb=total, default=None,
+                          avg_tokens=stats["mean"] if stats and stats["count"] else None)
+            if advice:
+                st.warning(advice, icon=":material/memory:")
     with cmd_col:
         st.subheader("Same run in stock mlx-lm")
         if data_path is not None:
@@ -94,14 +95,15 @@ if config is not None and (config.hosts or config.hostfile or config.ranks_per_h
                      icon=":material/lan:"):
         st.caption("Each machine needs passwordless ssh from this one, this Python at the same path, "
                    "and the model and data at the same paths. Rank 0 runs here and writes the run.")
-        if st.button("Check machines", key="sft.check_hosts", icon=":material/network_check:"):
+        if st.button("Check machines", key="sft.check_hosts", icon=":material/network_check:",
+                     disabled=not allowed("check-machines"), help=viewer_note("check-machines")):
             from droidft.distributed import check_hosts
 
             needed = [str(p) for p in (model_path, data_path) if p is not None]
-            rows = call(check_hosts, config.hosts or ["127.0.0.1"], needed, doing="check the machines",
-                        default=[]) or []
-            for row in rows:
-                (st.success if row["message"] == "ready" else st.error)(f"**{row['host']}**: {row['message']}")
+            with attempt("check the machines"):
+                require_role("check-machines")
+                for row in check_hosts(config.hosts or ["127.0.0.1"], needed):
+                    (st.success if row["message"] == "ready" else st.error)(f"**{row['host']}**: {row['message']}")
 
 # -- start ------------------------------------------------------------------------------------
 if problems:
@@ -110,7 +112,7 @@ if problems:
 if st.button("Start training", type="primary", icon=":material/play_arrow:",
              disabled=bool(problems) or not allowed("start"), help=viewer_note("start"), key="sft.start"):
     with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
-        require("start")
+        require_role("start")
         run_id = jobs.start(config)
         goto("monitor", run=run_id)
 sweep_section(P, config, specs, problems)

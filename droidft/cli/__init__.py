@@ -4,9 +4,9 @@ Every command prints plain text (or JSON with --json); `train` and `resume` prin
 the run id as their last line. Bad input exits non-zero with one clear line.
 
 One module per command group, each with `add_commands(subparsers)`:
-models (demo-model), train (train METHOD), data (sample-data), rewards, inference
-(generate, compare), fusion (fuse), evaluate (eval), security (set-password), runs (runs,
-show, metrics, logs, stop, resume, command), queue (queue, settings, sweep).
+models (demo-model, models ...), train (train METHOD), data (sample-data), rewards, inference
+(generate, compare), fusion (fuse), evaluate (eval), security (set-password, unlock), serve (the
+dashboard), runs (runs, show, metrics, logs, stop, resume, command), queue (queue, settings), sweep (sweep).
 `python -m droidft.cli` runs `main`.
 """
 
@@ -16,20 +16,37 @@ import argparse
 import sys
 
 from .. import store
-from . import data, evaluate, fusion, inference, models, queue, rewards, runs, security, train
+from . import data, evaluate, fusion, inference, models, queue, rewards, runs, security, serve, sweep, train
 
 EXIT_BAD_INPUT = 2
 # Commands that run MLX in this process (not in a worker) and so want OpenBLAS on Linux.
-COMPUTE_COMMANDS = {"demo-model", "generate", "compare", "fuse", "eval"}
+COMPUTE_COMMANDS = {"generate", "compare", "fuse", "eval"}  # demo-model builds in its own OpenBLAS child
 # The order `droidft --help` lists them in.
-COMMAND_GROUPS = (models, train, data, rewards, inference, fusion, evaluate, security, runs, queue)
+COMMAND_GROUPS = (models, train, data, rewards, inference, fusion, evaluate, security, serve, runs, queue,
+                  sweep)
+# Groups whose options come from importing every training method (mlx-lm, transformers).
+HEAVY_GROUPS = (train, sweep)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _other_commands() -> set[str]:
+    """The command names of every group but the heavy ones (cheap to build)."""
+    sub = argparse.ArgumentParser().add_subparsers()
+    for group in COMMAND_GROUPS:
+        if group not in HEAVY_GROUPS:
+            group.add_commands(sub)
+    return set(sub.choices)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; given the arguments of a command that is not `train` or `sweep`, without
+    those groups, whose options come from importing every training method (mlx-lm, transformers:
+    seconds that `droidft runs` or `droidft models search` need not wait)."""
+    skip_heavy = bool(argv) and argv[0] in _other_commands()
     parser = argparse.ArgumentParser(prog="droidft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
-        group.add_commands(sub)
+        if not (skip_heavy and group in HEAVY_GROUPS):
+            group.add_commands(sub)
     return parser
 
 
@@ -38,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import ConfigError
 
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     if args.command in COMPUTE_COMMANDS:
         reexec_with_openblas(argv)
     try:

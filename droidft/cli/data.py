@@ -18,7 +18,9 @@ def cmd_sample_data(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("sample-data", help="write a small valid train/valid/test set for a method")
-    p.add_argument("method", help="sft, grpo, gspo, dr_grpo, bnpo, dapo, dpo, orpo or cpo")
+    from .. import methods
+
+    p.add_argument("method", help="any training method: " + ", ".join(m.name for m in methods.available()))
     p.add_argument("--out", required=True, help="folder to write train.jsonl, valid.jsonl, test.jsonl into")
     p.add_argument("--train-rows", type=int, default=40)
     p.add_argument("--valid-rows", type=int, default=8)

@@ -48,6 +48,8 @@ def cmd_show(args) -> int:
             value = fmt_time(value)
         if value is not None:
             print(f"{key:13} {value}")
+    if note := jobs.silence(run):
+        print(f"warning       {note}")
     for name, value in sorted(latest.items()):
         print(f"  {name:24} {value:.6g}")
     for art in arts:

@@ -1,4 +1,5 @@
-"""`droidft set-password`: the owner's or viewer's password for sharing the dashboard on a LAN."""
+"""Sharing the dashboard on a LAN: `droidft set-password` (the owner's or a viewer's password)
+and `droidft unlock` (lift the sign-in's wrong-password waits)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ def cmd_set_password(args) -> int:
     return 0
 
 
+def cmd_unlock(args) -> int:
+    """Forget the LAN sign-in's wrong-password waits (every address and the overall limit, or
+    one address), e.g. after a guesser made everyone wait."""
+    from ..security import unlock
+
+    cleared = unlock(args.address)
+    names = {"*": "the overall limit", "local": "this machine"}
+    print("cleared: " + ", ".join(names.get(k, k) for k in cleared) if cleared else
+          "nothing to clear: " + (f"{args.address} is not waiting" if args.address else "no one is waiting"))
+    return 0
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("set-password", help="password for sharing the dashboard on a LAN")
     p.add_argument("--viewer", action="store_true", help="the read-only viewer password")
@@ -37,3 +50,7 @@ def add_commands(sub) -> None:
                    help="print the hash instead of storing it (for DROIDFT_PASSWORD_HASH, "
                         "DROIDFT_VIEWER_PASSWORD_HASH or .streamlit/secrets.toml)")
     p.set_defaults(func=cmd_set_password)
+
+    p = sub.add_parser("unlock", help="forget wrong-password waits of the LAN sign-in")
+    p.add_argument("--address", help="only this address's (default: everyone's and the overall limit)")
+    p.set_defaults(func=cmd_unlock)

@@ -1,8 +1,8 @@
 """`droidft train METHOD`: start a training run with any registered method.
 
-Options shared by every method come first (`add_train_options`); each RL and preference
-method also gets one `--field-name` option per field of its own config class
-(`--group-size`, `--beta`, `--reward-functions`, `--loss-type`, ...). Those travel as
+Options shared by every method come first (`add_train_options`); each RL, preference and
+online method also gets one `--field-name` option per field of its own config class
+(`--group-size`, `--beta`, `--reward-functions`, `--loss-type`, `--judge`, ...). Those travel as
 `--set KEY=VALUE` items, so `build_config` applies them with the same validation as YAML.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import typing
 
 from .. import jobs
@@ -84,6 +85,10 @@ def cmd_train(args) -> int:
         print(config.to_mlx_lm_command(str(resolve_model(config.model)), str(resolve_dataset(config.data, method=config.method))))
         return 0
     run_id = jobs.start(config)
+    if getattr(config, "judge", None) == "human":
+        print(f"run {run_id} asks you to judge its answers: open the dashboard's Monitor "
+              f"(/monitor?run={run_id}); unjudged pairs go to the fallback after "
+              f"{config.human_timeout:g} s", file=sys.stderr)
     return follow(run_id, args.wait)
 
 
@@ -204,6 +209,6 @@ def add_commands(sub) -> None:
     for method in methods.available():
         mp = tsub.add_parser(method.name, help=method.description)
         add_train_options(mp)
-        if method.family in ("grpo", "preference"):
+        if method.family != "sft":
             method_options(mp, method.config_class)
         mp.set_defaults(func=cmd_train)

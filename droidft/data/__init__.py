@@ -14,7 +14,11 @@ of both libraries; see :class:`Features`):
 ``completions``  ``{"prompt", "completion", "tools"?}``                   (sft)
 ``text``         ``{"text"}``                                             (sft)
 ``grpo``         ``{"prompt", "answer", "system"?, "type"?}``             (grpo family)
-``preference``   ``{"prompt", "chosen", "rejected", "system"?}``          (dpo, orpo, cpo)
+``preference``   ``{"prompt", "chosen", "rejected", "system"?}``          (dpo, orpo, cpo, dsla)
+``prompt``       ``{"prompt", "answer"?, "type"?}``                       (online_dpo, xpo, ppo,
+                 rlhf_reinforce: the policy writes the answers; ``answer`` is for reward judges)
+``ftpo``         ``{"context_with_chat_template", "rejected_decoded",     (ftpo: one next token,
+                 "multi_chosen_decoded"}``                                 Liquid AI's Antidoom form)
 
 One module per concern: formats (row shapes, detection), resolve ('demo' or a path -> a
 dataset), jsonl (reading and writing lines), checks (one row's values), validate (a whole
@@ -31,7 +35,7 @@ from .library import (datasets_dir, list_datasets, new_dataset_dir, safe_filenam
                       unique_path)
 from .render import preview, token_stats
 from .resolve import resolve_dataset
-from .samples import sample_data
+from .samples import demo_chat_prompt, sample_data
 from .split import split_dataset
 from .validate import DatasetReport, validate_dataset
 
@@ -45,7 +49,7 @@ __all__ = [
     # validation, preview, statistics
     "DatasetReport", "validate_dataset", "preview", "token_stats",
     # making datasets
-    "split_dataset", "sample_data",
+    "split_dataset", "sample_data", "demo_chat_prompt",
     # the user's datasets
     "safe_filename", "datasets_dir", "list_datasets", "unique_path", "new_dataset_dir",
     "save_uploads",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .formats import (FORMAT_LABELS, METHOD_FORMATS, ROLES, Features, formats_in_order,
+from .formats import (FORMAT_LABELS, FTPO_KEYS, METHOD_FORMATS, ROLES, Features, formats_in_order,
                       required_keys)
 from .jsonl import json_kind
 
@@ -160,6 +160,25 @@ def check_row(row: dict, fmt: str, method: str, f: Features, mask_prompt: bool) 
             s = row[f.preference_score]
             if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
                 out.append(("error", f"'{f.preference_score}' must be a number, got {json_kind(s)}"))
+    elif fmt == "prompt":
+        if isinstance(row[f.prompt], list):
+            _check_messages(row[f.prompt], f.prompt, out, need_assistant=False)
+        else:
+            _check_string(row, f.prompt, out, required_nonempty=True,
+                          empty_note=" (the model needs something to answer)")
+        if f.answer in row:
+            _check_string(row, f.answer, out, allow_numbers=True)
+    elif fmt == "ftpo":
+        _check_string(row, FTPO_KEYS[0], out, required_nonempty=True,
+                      empty_note=" (the text before the token to change, chat template applied)")
+        _check_string(row, FTPO_KEYS[1], out, required_nonempty=True,
+                      empty_note=" (the one next token to move away from)")
+        chosen = row[FTPO_KEYS[2]]
+        if not isinstance(chosen, list) or not chosen or not all(isinstance(c, str) and c for c in chosen):
+            out.append(("error", f"'{FTPO_KEYS[2]}' must be a non-empty list of non-empty strings "
+                        f"(the preferred next tokens), got {json_kind(chosen)}"))
+        elif row[FTPO_KEYS[1]] in chosen:
+            out.append(("warning", f"'{FTPO_KEYS[1]}' is also among the chosen tokens; the trainer drops it there"))
     return out
 
 
@@ -172,6 +191,8 @@ def missing_message(row: dict, fmt: str, method: str, f: Features) -> str:
         "preference": "a preference row needs prompt, chosen and rejected",
         "chat": "a chat row keeps its conversation there",
         "text": "a text row keeps its text there",
+        "prompt": "an online row needs the prompt the model answers",
+        "ftpo": "an FTPO row needs the context, the rejected next token and the chosen alternatives",
     }[fmt]
     keys = " and ".join(f"'{k}'" for k in missing)
     msg = f"missing key{'s' if len(missing) > 1 else ''} {keys} ({why})"
@@ -200,8 +221,9 @@ def closest_format(row: dict, method: str, f: Features) -> str | None:
 
 def foreign_format(row: dict, method: str, f: Features) -> str | None:
     for fmt in formats_in_order(None):
-        if fmt in METHOD_FORMATS[method]:
-            continue
+        if fmt in METHOD_FORMATS[method] or (fmt == "prompt" and any(
+                f.prompt in required_keys(other, f, method) for other in METHOD_FORMATS[method])):
+            continue  # a row with a prompt but not all its keys: "missing key" says more
         if all(k in row for k in required_keys(fmt, f)):
             return fmt
     return None

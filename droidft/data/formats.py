@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-FORMATS = ("chat", "completions", "text", "grpo", "preference")
+FORMATS = ("chat", "completions", "text", "grpo", "preference", "prompt", "ftpo")
 
 METHOD_FORMATS: dict[str, tuple[str, ...]] = {
     "sft": ("chat", "completions", "text"),
@@ -23,7 +23,17 @@ METHOD_FORMATS: dict[str, tuple[str, ...]] = {
     "dpo": ("preference",),
     "orpo": ("preference",),
     "cpo": ("preference",),
+    "dsla": ("preference",),
+    "klpo": ("grpo",),
+    "online_dpo": ("prompt",),
+    "xpo": ("prompt",),
+    "ppo": ("prompt",),
+    "rlhf_reinforce": ("prompt",),
+    "ftpo": ("ftpo",),
 }
+FTPO_KEYS = ("context_with_chat_template", "rejected_decoded", "multi_chosen_decoded")
+# data/demo/<folder> holds the demo set of each format the RL methods read
+DEMO_FOLDERS = {"grpo": "grpo", "preference": "preference", "prompt": "online", "ftpo": "ftpo"}
 
 FORMAT_LABELS = {
     "chat": "chat (messages)",
@@ -31,6 +41,8 @@ FORMAT_LABELS = {
     "text": "text",
     "grpo": "prompt/answer (GRPO)",
     "preference": "prompt/chosen/rejected (preference)",
+    "prompt": "prompt only (online: the model writes the answers)",
+    "ftpo": "context/rejected/chosen next token (FTPO)",
 }
 
 # One valid line per format, for help texts and upload pages.
@@ -41,6 +53,9 @@ FORMAT_EXAMPLES = {
     "text": '{"text": "Any plain text to continue-train on."}',
     "grpo": '{"prompt": "What is 2 + 2?", "answer": "4"}',
     "preference": '{"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5"}',
+    "prompt": '{"prompt": "Name three fruits.", "answer": "apple|fig|kiwi"}',
+    "ftpo": '{"context_with_chat_template": "<|user|>\\nHi<|end|>\\n<|assistant|>\\n", '
+            '"rejected_decoded": "I", "multi_chosen_decoded": ["My", "Yes"]}',
 }
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -162,6 +177,10 @@ def required_keys(fmt: str, f: Features, method: str | None = None) -> tuple[str
         if method == "orpo":  # ORPO falls back to "question", then ""
             return (f.chosen, f.rejected)
         return (f.prompt, f.chosen, f.rejected)
+    if fmt == "prompt":
+        return (f.prompt,)
+    if fmt == "ftpo":
+        return FTPO_KEYS
     raise KeyError(fmt)
 
 
@@ -174,13 +193,15 @@ def optional_keys(fmt: str, f: Features, method: str | None = None) -> tuple[str
         if method == "orpo":
             return (f.prompt, "question", f.system, f.preference_score)
         return (f.system,)
+    if fmt == "prompt":
+        return (f.answer, f.type)
     return ()
 
 
 def formats_in_order(method: str | None) -> tuple[str, ...]:
     """The loaders' own precedence: prompt+completion beats messages beats text."""
     if method is None:
-        return ("completions", "chat", "text", "preference", "grpo")
+        return ("completions", "chat", "text", "preference", "grpo", "ftpo", "prompt")
     return METHOD_FORMATS[method]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import check_row, foreign_format, no_keys_message
-from .formats import (FORMAT_LABELS, GRPO_DEFAULT_SYSTEM, DataError, Features, accepted_text,
+from .formats import (FORMAT_LABELS, FTPO_KEYS, GRPO_DEFAULT_SYSTEM, DataError, Features, accepted_text,
                       detect_format, normalize_method)
 from .jsonl import raise_problems, read_numbered, split_file
 from .resolve import resolve_dataset
@@ -149,6 +149,25 @@ def _render_row(row: dict, fmt: str, method: str, f: Features, tokenizer, mask_p
         out["text"] = out["chosen_text"]
         out["prompt_tokens"] = len(_encode(tok, prompt_text, special=False))
         out["tokens"] = max(out["chosen_tokens"], out["rejected_tokens"])
+        return out
+    if fmt == "prompt":
+        prompt = row[f.prompt]
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+        if f.answer in row:
+            out["answer"] = str(row[f.answer])
+        if tok is None:
+            out["text"] = _render_plain(messages)
+            return out
+        text = _template(tok, messages, add_generation_prompt=True)
+        n = len(_encode(tok, text, special=False))
+        out.update(text=text, tokens=n, prompt_tokens=n)
+        return out
+    if fmt == "ftpo":
+        out.update(text=row[FTPO_KEYS[0]], rejected_text=row[FTPO_KEYS[1]],
+                   chosen_text=" | ".join(row[FTPO_KEYS[2]]))
+        if tok is not None:
+            n = len(_encode(tok, row[FTPO_KEYS[0]], special=True))
+            out.update(tokens=n, prompt_tokens=n)
         return out
     raise KeyError(fmt)
 

@@ -7,15 +7,13 @@ import os
 from pathlib import Path
 
 from .. import paths
-from .formats import METHOD_FORMATS, DataError, normalize_method
+from .formats import DEMO_FOLDERS, METHOD_FORMATS, DataError, normalize_method
 from .samples import sample_data
 
 def _demo_dir(method: str | None) -> Path:
     fmt = "chat"
     if method is not None:
-        fmt = {"grpo": "grpo", "preference": "preference"}.get(
-            METHOD_FORMATS[normalize_method(method)][0], "chat"
-        )
+        fmt = DEMO_FOLDERS.get(METHOD_FORMATS[normalize_method(method)][0], "chat")
     return paths.DATA_DIR / "demo" / fmt
 
 

@@ -7,7 +7,7 @@ import os
 import random
 from pathlib import Path
 
-from .formats import METHOD_FORMATS, DataError, normalize_method
+from .formats import FTPO_KEYS, METHOD_FORMATS, DataError, normalize_method
 from .jsonl import write_jsonl
 
 _WORDS = (
@@ -73,15 +73,27 @@ def _sample_row(t: dict, fmt: str) -> dict:
         return {"prompt": t["q"], "answer": t["a"], "type": t["type"]}
     if fmt == "preference":
         return {"prompt": t["q"], "chosen": t["good"], "rejected": t["bad"]}
+    if fmt == "prompt":
+        return {"prompt": t["q"], "answer": t["a"], "type": t["type"]}
+    if fmt == "ftpo":  # the demo model's chat template; the demo model opens every reply with "I"
+        return {FTPO_KEYS[0]: demo_chat_prompt(t["q"]), FTPO_KEYS[1]: "I", FTPO_KEYS[2]: ["My", "Yes"]}
     raise KeyError(fmt)
+
+
+def demo_chat_prompt(question: str) -> str:
+    """A user turn rendered with the demo model's chat template, ready for its reply
+    (droidft/models/demo.py CHAT_TEMPLATE; a test checks the two agree)."""
+    return f"<|bos|><|user|>\n{question}<|end|>\n<|assistant|>\n"
 
 
 def sample_data(method: str, out_dir: str | os.PathLike, n_train: int = 40, n_valid: int = 8,
                 seed: int = 0) -> Path:
     """Write a small, valid, deterministic train/valid/test set for ``method``.
 
-    sft gets chat rows, the GRPO family prompt/answer rows (answers are exact strings, as
-    the reward functions compare them), dpo/orpo/cpo prompt/chosen/rejected rows. Tasks are
+    sft gets chat rows, the GRPO family and klpo prompt/answer rows (answers are exact
+    strings, as the reward functions compare them), dpo/orpo/cpo/dsla prompt/chosen/rejected
+    rows, the online methods prompt rows (with the answer a reward judge checks), ftpo
+    next-token rows rendered with the demo model's chat template. Tasks are
     simple arithmetic and word puzzles; no question repeats across splits. The test split
     has ``n_valid`` rows.
     """

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable
 
-BUILTIN_MODULES = ("droidft.methods.sft", "droidft.methods.grpo", "droidft.methods.preference")
+BUILTIN_MODULES = ("droidft.methods.sft", "droidft.methods.grpo", "droidft.methods.preference",
+                   "droidft.methods.online", "droidft.methods.klpo", "droidft.methods.ftpo",
+                   "droidft.methods.dsla")
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    family: str  # sft | grpo | preference | plugin
+    family: str  # sft | grpo | preference | online | klpo | ftpo | plugin
     config_class: type
     run: Callable  # run(config, ctx: RunContext) -> None
     description: str = ""

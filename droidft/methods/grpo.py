@@ -63,6 +63,13 @@ class RLTrainingConfig(BaseConfig):
     method: ClassVar[str] = "rl"
     # Fields a method fixes (e.g. gspo = sequence-level importance sampling): name -> value.
     LOCKED: ClassVar[dict[str, Any]] = {}
+    DEMO_FOLDER: ClassVar[str] = "preference"  # data/demo/<this> is the method's demo set
+    # Why the method cannot train data-parallel under mlx.launch (None: it can; see
+    # distributed.py): mlx-lm-lora's GRPO iterator gives each rank its own rows and the
+    # trainer averages gradients; DPO/ORPO/CPO's iterators give every rank the same rows.
+    DISTRIBUTED_REFUSAL: ClassVar[str | None] = (
+        "mlx-lm-lora's batch iterator for it gives every rank the same rows (it has no rank "
+        "offset), so N ranks would average N copies of one part of the batch")
 
     optimizer: str = "adam"
     optimizer_config: dict[str, dict] = field(default_factory=dict)
@@ -93,9 +100,9 @@ class RLTrainingConfig(BaseConfig):
         if self.reference_model is not None and (
                 not isinstance(self.reference_model, str) or not self.reference_model.strip()):
             out.append("reference_model must be a model ('demo', a folder or a downloaded hub id) or unset")
-        if not self.distributed_problems() and self.world_size() > 1:
-            out.append(f"{self.method} trains on one machine (droidft runs mlx-lm-lora's trainer in "
-                       "a single process): unset hosts, hostfile and ranks_per_host")
+        if self.DISTRIBUTED_REFUSAL and not self.distributed_problems() and self.world_size() > 1:
+            out.append(f"{self.method} trains on one machine: {self.DISTRIBUTED_REFUSAL}. Unset "
+                       "hosts, hostfile and ranks_per_host")
         for name, value in self.LOCKED.items():
             if getattr(self, name) != value:
                 out.append(f"{self.method} means {name}={value!r} (got {getattr(self, name)!r}); "
@@ -179,8 +186,7 @@ class RLTrainingConfig(BaseConfig):
         if data == "demo":
             return True
         try:
-            return Path(data).expanduser().resolve() == (
-                paths.DATA_DIR / "demo" / ("grpo" if isinstance(self, GRPOConfig) else "preference")).resolve()
+            return Path(data).expanduser().resolve() == (paths.DATA_DIR / "demo" / self.DEMO_FOLDER).resolve()
         except (OSError, ValueError):
             return False
 
@@ -191,6 +197,8 @@ class GRPOConfig(RLTrainingConfig):
     them with reward functions, and push the policy toward the better ones of each group."""
 
     method: ClassVar[str] = "grpo"
+    DEMO_FOLDER: ClassVar[str] = "grpo"
+    DISTRIBUTED_REFUSAL: ClassVar[str | None] = None
 
     group_size: int = 4
     max_completion_length: int = 64
@@ -216,25 +224,12 @@ class GRPOConfig(RLTrainingConfig):
 
     def mlx_lm_lora_args(self, model_path, data_path, adapter_path):
         args, notes = super().mlx_lm_lora_args(model_path, data_path, adapter_path)
-        names = self.reward_functions if self.reward_functions is not None else \
-            rewards.default_names(self.reward_file, self.is_demo_data())
         args.update(
             group_size=self.group_size, epsilon=self.epsilon, epsilon_high=self.epsilon_high,
             max_completion_length=self.max_completion_length, temperature=self.temperature,
             grpo_loss_type=self.grpo_loss_type, importance_sampling_level=self.importance_sampling_level,
-            reward_functions=",".join(names),
         )
-        if self.reward_weights is not None:
-            args["reward_weights"] = "[" + ", ".join(str(float(w)) for w in self.reward_weights) + "]"
-        ours = [n for n in names if n in rewards.DROIDFT_REWARDS]
-        if self.reward_file:
-            args["reward_functions_file"] = str(Path(self.reward_file).expanduser().resolve())
-            notes.append("the reward file's functions must be decorated with mlx-lm-lora's "
-                         "@register_reward_function() for the stock trainer to find them")
-            if ours:
-                notes.append(f"{', '.join(ours)} live in {rewards.__file__}: import it from the reward file")
-        elif ours:
-            args["reward_functions_file"] = rewards.__file__  # registers droidft's rewards on import
+        reward_args(self, args, notes)
         if (self.top_p, self.top_k, self.min_p) != (0.95, 20, 0.0):
             notes.append("mlx-lm-lora always samples with top_p 0.95, top_k 20, min_p 0")
         if self.end_answer_token != "</answer>":
@@ -286,6 +281,24 @@ class GRPOConfig(RLTrainingConfig):
                 out.append(f"warm_start adapter not found: {self.warm_start!r} (give an adapters.safetensors "
                            "file or an adapter folder, e.g. an SFT run's adapters, or leave it unset)")
         return out
+
+
+def reward_args(config, args: dict, notes: list[str]) -> None:
+    """The reward options of a stock mlx_lm_lora.train command (GRPO, KLPO)."""
+    names = config.reward_functions if config.reward_functions is not None else \
+        rewards.default_names(config.reward_file, config.is_demo_data())
+    args["reward_functions"] = ",".join(names)
+    if config.reward_weights is not None:
+        args["reward_weights"] = "[" + ", ".join(str(float(w)) for w in config.reward_weights) + "]"
+    ours = [n for n in names if n in rewards.DROIDFT_REWARDS]
+    if config.reward_file:
+        args["reward_functions_file"] = str(Path(config.reward_file).expanduser().resolve())
+        notes.append("the reward file's functions must be decorated with mlx-lm-lora's "
+                     "@register_reward_function() for the stock trainer to find them")
+        if ours:
+            notes.append(f"{', '.join(ours)} live in {rewards.__file__}: import it from the reward file")
+    elif ours:
+        args["reward_functions_file"] = rewards.__file__  # registers droidft's rewards on import
 
 
 def _num(value) -> bool:
@@ -528,9 +541,10 @@ def train_with_store(config, ctx: RunContext, model, model_path: Path, train, pa
         except StopTraining as stop:
             last = stop.done
             ctx.state["stopped_at"] = last
-            ctx.log(f"stop requested: ending training after step {last}")
-            weights = dict(tree_flatten(model.trainable_parameters()))
-            mx.save_safetensors(str(ctx.adapter_dir / "adapters.safetensors"), weights)
+            ctx.log(f"{ctx.early_stop or 'stop requested'}: ending training after step {last}")
+            if ctx.rank == 0:
+                weights = dict(tree_flatten(model.trainable_parameters()))
+                mx.save_safetensors(str(ctx.adapter_dir / "adapters.safetensors"), weights)
 
     ckpt = ctx.adapter_dir / f"{last:07d}_adapters.safetensors"
     if last and last % save_every == 0 and ckpt.exists():
@@ -543,6 +557,19 @@ def train_with_store(config, ctx: RunContext, model, model_path: Path, train, pa
         ctx.artifact(kind="best_adapter", path=str(ctx.adapter_dir / "best"), step=step,
                      meta={ctx.state.get("best_metric", "val_loss"): value})
     ctx.state["iters"] = last
+
+
+def output_dir(ctx: RunContext) -> Path:
+    """Where this rank's trainer writes adapters: the run's adapter folder on rank 0; a
+    scratch folder on other ranks (mlx-lm-lora's trainers save on every rank, and two
+    processes writing one file can leave it torn; distributed.run_rank deletes it)."""
+    return ctx.adapter_dir if ctx.rank == 0 else ctx.run_dir / f"rank{ctx.rank}-adapters"
+
+
+def steps_per_save(config, ctx: RunContext) -> int:
+    """Checkpoint cadence for this rank: only rank 0's checkpoints are kept, so other ranks
+    save once, at the end, instead of filling the disk with copies."""
+    return config.save_every if ctx.rank == 0 else config.iters + 1
 
 
 def seed_everything(seed: int) -> None:
@@ -582,6 +609,7 @@ class RolloutRecorder:
         self.values: dict[str, list] = {}
         self.in_eval = False
         self.latest: dict | None = None
+        self.rank_note = False  # under mlx.launch: log which prompts this rank trains first
 
     def wrap_reward(self, func):
         name = func.__name__
@@ -598,6 +626,10 @@ class RolloutRecorder:
         def rollout_rewards(batch, texts, indices, reward_funcs, reward_weights):
             self.values = {}
             advantages, metrics = original(batch, texts, indices, reward_funcs, reward_weights)
+            if not self.in_eval and self.rank_note:
+                self.rank_note = False
+                self.ctx.log(f"rank {self.ctx.rank}/{self.ctx.world_size} first batch: "
+                             + json.dumps(sorted({batch[2][i] for i in indices})))
             if not self.in_eval:
                 self.latest = {"prompts": [batch[2][i] for i in indices],
                                "answers": [batch[3][i] for i in indices],
@@ -710,18 +742,19 @@ def run_grpo(config: GRPOConfig, ctx: RunContext) -> None:
     ref_model = None
     if config.beta != 0:
         ref_model = load_reference(config, model_path, reference_weights)
-    adapter_config = write_adapter_config(config, ctx.adapter_dir, model_path)
+    adapter_config = write_adapter_config(config, output_dir(ctx), model_path)
     train_set, valid_set = grpo_datasets(config, data_dir, tokenizer)
     optimizer = build_optimizer(config)
 
     callback = RLCallback(ctx, model, adapter_config, best_metric="val_total_rewards_mean",
                           higher_is_better=True)
     recorder = RolloutRecorder(ctx, reward_funcs, config.reward_weights, config.samples_per_report)
+    recorder.rank_note = ctx.world_size > 1
     callback.after_train_report = recorder.write_samples
     args = gt.GRPOTrainingArgs(
         batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
         steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=config.save_every, adapter_file=str(ctx.adapter_dir / "adapters.safetensors"),
+        steps_per_save=steps_per_save(config, ctx), adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
         max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
         gradient_accumulation_steps=config.grad_accumulation_steps,
         group_size=config.group_size, beta=config.beta, epsilon=config.epsilon,
@@ -754,4 +787,4 @@ for _cls, _desc in (
     (DAPOConfig, "DAPO-style: clip-higher (epsilon_high), token-level loss, no KL term."),
 ):
     register(Method(name=_cls.method, family="grpo", config_class=_cls, run=run_grpo,
-                    description=_desc))
+                    description=_desc, distributed=True))

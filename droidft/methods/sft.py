@@ -16,9 +16,10 @@ import numpy as np
 
 from .. import data as datasets
 from .. import store
+from ..blas import float32_on_cpu
 from ..config import SFTConfig, continued_schedule
 from ..models import quantized_copy, resolve_model
-from ..reporting import RunContext, StoreCallback, checkpoint_recorder, stoppable
+from ..reporting import ReportEvery, RunContext, StoreCallback, checkpoint_recorder, stoppable
 from . import Method, register
 
 
@@ -60,7 +61,11 @@ def run(config: SFTConfig, ctx: RunContext) -> None:
 
     np.random.seed(config.seed)  # batch order, as stock mlx_lm lora does (and equal on every rank)
     args = types.SimpleNamespace(**config.mlx_lm_args(str(model_path), str(data_dir), str(ctx.adapter_dir)))
+    args.steps_per_report = ReportEvery(args.steps_per_report)  # the first point right after step 1
     model, tokenizer = load(str(model_path))
+    cast = float32_on_cpu(model)
+    if cast:
+        ctx.log(f"weights cast from {cast} to float32: MLX's CPU backend has no fast half-precision matmul")
     train_set, valid_set, _ = load_dataset(args, tokenizer)
     if config.num_layers > len(model.layers):
         raise ValueError(f"num_layers is {config.num_layers} but {model_path.name} has only "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,29 +30,93 @@ class ModelInfo:
     hidden_size: int | None = None
     quantized_bits: int | None = None
     size_mb: float | None = None
+    params: int | None = None  # weights, counted from the safetensors headers
 
 
 def is_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+    """config.json and safetensors weights, all of them: a sharded model whose index names a
+    shard that is missing (an interrupted download) is not a model yet."""
+    path = Path(path)
+    if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+        return False
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError):
+            return False
+        return all((path / shard).is_file() for shard in shards)
+    return True
+
+
+def parameter_count(path: Path, bits: int | None = None) -> int | None:
+    """Weights in a model folder, from its safetensors headers (no tensor is read); a quantised
+    model's packed uint32 words count as the 32/bits weights each holds."""
+    total = 0
+    for f in sorted(Path(path).glob("*.safetensors")):
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if n > min(100 * 2**20, f.stat().st_size):
+                    return None  # not a safetensors file
+                header = json.loads(fh.read(n))
+        except (OSError, ValueError):
+            return None
+        for name, info in header.items():
+            if name == "__metadata__" or not isinstance(info, dict) or name.endswith((".scales", ".biases")):
+                continue
+            n = 1
+            for dim in info.get("shape", ()):
+                n *= int(dim)
+            total += n * (32 // bits) if (bits and info.get("dtype") == "U32") else n
+    return total or None
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at each call (huggingface_hub reads
+    it once, at import): HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if hub:
+        return Path(hub).expanduser()
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface").expanduser() / "hub"
 
 
 def _hf_cache_dirs() -> list[Path]:
-    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    return [Path(hub)] if hub else [home / "hub"]
+    return [hf_cache_dir()]
+
+
+def display_name(path) -> str:
+    """What to call a model folder: 'org/name' for a Hugging Face cache snapshot
+    (.../models--org--name/snapshots/<commit>), else the folder's own name."""
+    p = Path(str(path or "?"))
+    if p.parent.name == "snapshots" and p.parent.parent.name.startswith("models--"):
+        return p.parent.parent.name[len("models--"):].replace("--", "/", 1)
+    return p.name or str(path)
 
 
 def _lmstudio_dirs() -> list[Path]:
     return [Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models"]
 
 
-def _hf_cached_snapshot(repo_id: str) -> Path | None:
+def _hf_cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
+    """A complete downloaded snapshot of a hub repo: the one `revision` (a branch, tag or
+    commit) points at, else main's, else the newest complete one."""
     for hub in _hf_cache_dirs():
-        snapshots = hub / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-        if snapshots.is_dir():
-            for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-                if is_model_dir(snap):
-                    return snap
+        repo = hub / f"models--{repo_id.replace('/', '--')}"
+        snapshots = repo / "snapshots"
+        if not snapshots.is_dir():
+            continue
+        wanted = revision or "main"
+        commit = wanted if re.fullmatch(r"[0-9a-f]{40}", wanted) else None
+        if commit is None and (repo / "refs" / wanted).is_file():
+            commit = (repo / "refs" / wanted).read_text().strip()
+        if commit and is_model_dir(snapshots / commit):
+            return snapshots / commit
+        if revision:
+            continue  # that revision is not downloaded
+        for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+            if is_model_dir(snap):
+                return snap
     return None
 
 
@@ -78,15 +143,17 @@ def resolve_model(model: str) -> Path:
     named = paths.models_dir() / model
     if is_model_dir(named):
         return named
-    if model.count("/") == 1:
-        cached = _hf_cached_snapshot(model)
+    repo, _, revision = model.partition("@")
+    if repo.count("/") == 1:
+        cached = _hf_cached_snapshot(repo, revision or None)
         if cached:
             return cached
         for root in _lmstudio_dirs():
-            if is_model_dir(root / model):
-                return root / model
-        raise ModelError(f"Model '{model}' is not downloaded and droidft works offline. "
-                         f"Download it first (`hf download {model}`) or use 'demo'.")
+            if not revision and is_model_dir(root / repo):
+                return root / repo
+        raise ModelError(f"Model '{model}' is not downloaded, and droidft only uses the network when "
+                         f"asked: download it on the Models page or with `droidft models pull {model}`, "
+                         "or use 'demo'.")
     raise ModelError(f"Model '{model}' not found: use 'demo', a model folder, or a downloaded hub id.")
 
 
@@ -106,7 +173,7 @@ def model_info(path: Path, name: str | None = None, source: str = "local") -> Mo
         model_type=cfg.get("model_type"),
         num_layers=cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("num_layers"),
         hidden_size=cfg.get("hidden_size"), quantized_bits=quant.get("bits"),
-        size_mb=round(size, 1),
+        size_mb=round(size, 1), params=parameter_count(path, quant.get("bits")),
     )
 
 

@@ -45,6 +45,53 @@ def random_llama(out, *, hidden_size: int, num_layers: int, like, seed: int = 0)
     return out
 
 
+# Qwen2.5-0.5B's shape (its config.json), for benchmarks at a size people fine-tune.
+QWEN2_5_0_5B = {
+    "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 896,
+    "num_hidden_layers": 24, "intermediate_size": 4864, "num_attention_heads": 14,
+    "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+    "max_position_embeddings": 32768, "tie_word_embeddings": True, "vocab_size": 151936,
+    "torch_dtype": "bfloat16",
+}
+
+
+def random_model(out, config: dict, *, like, seed: int = 0, trim_vocab: bool = True,
+                 dtype: str = "float32") -> Path:
+    """Write a random-init model of any mlx-lm architecture with `config` (config.json values,
+    e.g. QWEN2_5_0_5B) and the tokenizer of the model folder `like`.
+
+    `trim_vocab` cuts the vocabulary to the tokenizer's (the embedding and output layer of
+    a real 0.5B model are a quarter of its weights, but the demo tokenizer only ever uses
+    its own 1,024 ids). `dtype` is what the weights are saved as (float32 or bfloat16, as
+    real checkpoints are). Stock `mlx_lm.load(out)` opens it."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import _get_classes
+
+    like, out = Path(like), Path(out)
+    cfg = dict(config)
+    tok = json.loads((like / "config.json").read_text())
+    if trim_vocab:
+        cfg["vocab_size"] = tok["vocab_size"]
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if key in tok:
+            cfg[key] = tok[key]
+    cfg["torch_dtype"] = dtype
+    model_class, args_class = _get_classes(cfg)
+    mx.random.seed(seed)
+    model = model_class(args_class.from_dict(cfg))
+    if dtype != "float32":
+        model.set_dtype(getattr(mx, dtype))
+    out.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())),
+                        metadata={"format": "mlx"})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    for pattern in _TOKENIZER_FILES:
+        for f in like.glob(pattern):
+            shutil.copy(f, out)
+    return out
+
+
 def random_lora_adapter(model_path, out, *, rank: int = 4, scale: float = 2.0, seed: int = 0,
                         b_std: float = 0.05, lazy: bool = False, dora: bool = False,
                         keys: list[str] | None = None) -> Path:

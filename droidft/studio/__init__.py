@@ -20,7 +20,7 @@ Estimates (memory, time, disk) are engine code: `droidft.estimate`.
 from .format import (STATUS_COLORS, STATUS_ICONS, fmt_ago, fmt_count, fmt_device, fmt_duration,
                      fmt_number, fmt_start, fmt_time, queue_status, short_blas, short_path, strip_ansi)
 from .frames import (chart_groups, downsample, ema, latest_values, merge_metrics, metrics_frame,
-                     scale_type, series_labels, visible, weight_table_frame)
+                     scale_type, series_labels, thin_history, visible, weight_table_frame)
 from .progress import Progress, run_progress
 from .forms import (GROUPS, HELP, MANAGED_FIELDS, FieldSpec, build_config, field_display_value,
                     field_specs, get_dotted, parse_field, set_dotted)
@@ -36,7 +36,7 @@ from .sweeps import numeric_log, short_key, suggest_values, sweep_points, sweep_
 __all__ = [
     "fmt_duration", "fmt_ago", "fmt_time", "fmt_count", "fmt_number", "strip_ansi", "short_path",
     "short_blas", "fmt_device", "STATUS_ICONS", "STATUS_COLORS", "fmt_start", "queue_status",
-    "metrics_frame", "merge_metrics", "downsample", "latest_values", "chart_groups",
+    "metrics_frame", "merge_metrics", "downsample", "thin_history", "latest_values", "chart_groups",
     "series_labels", "weight_table_frame", "ema", "visible", "scale_type",
     "Progress", "run_progress",
     "HELP", "GROUPS", "MANAGED_FIELDS", "FieldSpec", "field_specs", "parse_field",

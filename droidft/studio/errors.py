@@ -26,6 +26,9 @@ def explain(exc: BaseException, doing: str = "") -> Explained:
     if name == "DataError":
         return Explained(f"{doing}: {exc}", [], "Open the Data page to validate the dataset and see "
                          "each problem with its line number, or use the demo dataset.")
+    if name == "AccessDenied":
+        return Explained(f"{doing}: {exc}", [], "Nothing was changed. The owner of this machine can do "
+                         "it, or sign in with the owner's password.")
     if name == "RunError":
         return Explained(f"{doing}: {exc}", [], "Check the run's status on the Sessions page.")
     if name == "StoreBusy":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 def fmt_duration(seconds: float | None) -> str:
     """12 s, 3 min 05 s, 2 h 04 min; '-' for unknown."""
@@ -66,16 +65,25 @@ def strip_ansi(text: str) -> str:
 
 
 def short_path(path) -> str:
-    """The last part of a model or dataset path ('demo' stays 'demo')."""
-    text = str(path or "?")
-    return Path(text).name or text
+    """The last part of a model or dataset path ('demo' stays 'demo'); a Hugging Face cache
+    snapshot is called by its repo id, not its commit hash."""
+    from ..models.resolve import display_name
+
+    return display_name(path)
 
 
 def short_blas(note: str | None) -> str:
-    """'openblas (/usr/lib/.../libopenblas.so.0)' -> 'openblas'; keeps a warning after ' - '."""
+    """'openblas (/usr/lib/.../libopenblas.so.0; SkylakeX kernels)' -> 'openblas SkylakeX';
+    keeps a warning after ' - '."""
     text = str(note or "?")
     head, _, warning = text.partition(" - ")
-    return head.split(" (")[0] + (f" ({warning})" if warning else "")
+    short = head.split(" (")[0]
+    inside = head.partition(" (")[2]
+    if "; " in inside and " kernels" in inside:
+        kernels = inside.split("; ", 1)[1].split(" kernels", 1)[0]
+        if kernels and kernels not in short and kernels != "?":
+            short += f" {kernels}"
+    return short + (f" ({warning})" if warning else "")
 
 
 def fmt_device(device) -> str:

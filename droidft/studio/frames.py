@@ -61,6 +61,26 @@ def downsample(frame, max_points: int = 1500, by=("run_id", "name")):
     return pd.concat(parts, ignore_index=True) if parts else frame
 
 
+def thin_history(frame, recent: int = 2000, older: int = 2000):
+    """Bound what a page holds for a long run: per metric, the newest `recent` rows as they are
+    and at most `older` evenly spaced rows of everything before (the first one included). A
+    chart of it looks the same; a run of days no longer makes every poll of every watching tab
+    cost memory and time in proportion to its length."""
+    import numpy as np
+    import pandas as pd
+
+    if frame is None or len(frame) <= recent + older:
+        return frame
+    parts = []
+    for _, group in frame.groupby("name", sort=False):
+        if len(group) > recent + older:
+            head = group.iloc[:-recent]
+            idx = np.unique(np.linspace(0, len(head) - 1, older).round().astype(int))
+            group = pd.concat([head.iloc[idx], group.iloc[-recent:]])
+        parts.append(group)
+    return pd.concat(parts).sort_values(["step", "time"], kind="stable").reset_index(drop=True)
+
+
 def latest_values(frame) -> dict[str, float]:
     """The newest value of every metric name in a frame."""
     if frame is None or len(frame) == 0:
@@ -91,14 +111,17 @@ def chart_groups(names) -> list[tuple[str, list[str], str]]:
         return sorted(n for n in names if re.fullmatch(pattern, n))
 
     take("Loss", ["train_loss", "val_loss"], "loss")
-    take("Reward", matching(r"(train_|val_)?total_rewards_mean") + ["reward_mean", "reward"], "reward")
+    take("Reward", matching(r"(train_|val_)?total_rewards_mean") + ["reward_mean", "reward"]
+         + matching(r"(train|val)_(reward_mean|judge_reward_mean|rewards)"), "reward")
+    take("Judged pairs", matching(r"train_(pairs_judged|pairs_skipped|judge_fallbacks|human_judged)"), "pairs")
     take("Reward per function", [n for n in matching(r"(train|val)_.+_mean") if not re.search(
-        r"grouped_rewards|generated_tokens|logits|logps|kl", n)], "reward")
+        r"grouped_rewards|generated_tokens|logits|logps|kl|advantages|ratios", n)], "reward")
     take("Preference rewards", matching(r"(train|val)_(chosen|rejected)_reward"), "reward")
     take("Preference accuracy and margin", matching(r"(train|val)_(accuracies|margins)"), "value")
     take("KL divergence", matching(r"(train_|val_)?kl"), "KL")
     take("Completion length", matching(r"(train|val)_(average|min|max)_generated_tokens"), "tokens")
-    take("Clipping", matching(r".*clip_ratio.*"), "share clipped")
+    take("Clipping", matching(r".*clip_(ratio|fraction).*"), "share clipped")
+    take("Next-token wins", matching(r"(train|val)_(chosen_win|margin_win)"), "share")
     take("Learning rate", ["learning_rate"], "learning rate")
     take("Tokens per second", ["tokens_per_second"], "tokens/s")
     take("Peak memory", ["peak_memory_gb"], "GB")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -49,25 +50,31 @@ def lan_address() -> str:
 
 
 def launch_server(home: Path, port: int | None = None, lan: bool = False) -> tuple[subprocess.Popen, str]:
-    """`streamlit run app/Home.py` as a user starts it, on `home`; returns (process, url)
-    once the server answers its health check. `lan=True` is what `scripts/start.sh --lan`
-    does (all interfaces, DROIDFT_LAN=1), and the url is then the machine's LAN address."""
+    """The dashboard as a user starts it, on `home`; returns (process, url) once the server
+    answers its health check. Local: `streamlit run app/Home.py` (the address comes from
+    .streamlit/config.toml). `lan=True`: `droidft serve --lan`, what `scripts/start.sh --lan`
+    runs (all interfaces, DROIDFT_LAN=1, HTTPS with a self-signed certificate made in `home`),
+    and the url is then https:// at the machine's LAN address."""
     port = port or free_port()
     env = dict(os.environ, DROIDFT_HOME=str(home), PYTHONUNBUFFERED="1")
+    env.pop("DROIDFT_LAN", None)
     if lan:
-        env["DROIDFT_LAN"] = "1"
+        cmd = [sys.executable, "-m", "droidft.cli", "serve", "--lan", "--port", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.headless", "true",
+               "--server.port", str(port), "--browser.gatherUsageStats", "false"]
     log = open(home / f"streamlit-{port}.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "0.0.0.0" if lan else "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
-    url = f"http://{lan_address() if lan else '127.0.0.1'}:{port}"
+    url = f"https://{lan_address()}:{port}" if lan else f"http://127.0.0.1:{port}"
+    cert = home / "tls" / "cert.pem"
     deadline = time.monotonic() + 120
     while True:
         try:
-            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+            # over HTTPS, verified against the server's own certificate (its names include the
+            # LAN address), made by `droidft serve` before Streamlit starts
+            context = ssl.create_default_context(cafile=str(cert)) if lan else None
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2, context=context).read() == b"ok":
                 return proc, url
         except OSError:
             pass
@@ -133,6 +140,12 @@ def restartable_server(tmp_path, demo_model):
 
 
 @pytest.fixture
+def network_address() -> str:
+    """This machine's address on its network (127.0.0.1 when it has none)."""
+    return lan_address()
+
+
+@pytest.fixture
 def server_home(server, monkeypatch):
     """Engine calls from the test process see the server's home."""
     monkeypatch.setenv("DROIDFT_HOME", str(server["home"]))
@@ -173,8 +186,8 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def lan_server(tmp_path, demo_model):
-    """A server started the way `scripts/start.sh --lan` starts it, with an owner and a
-    viewer password set by `droidft set-password` beforehand."""
+    """A server started the way `scripts/start.sh --lan` starts it (`droidft serve --lan`),
+    with an owner and a viewer password set by `droidft set-password` beforehand."""
     home = tmp_path / "lan_home"
     home.mkdir()
     env = dict(os.environ, DROIDFT_HOME=str(home))
@@ -183,6 +196,7 @@ def lan_server(tmp_path, demo_model):
         done = subprocess.run(args, input=password + "\n", text=True, capture_output=True, env=env, timeout=120)
         assert done.returncode == 0, done.stderr
     proc, url = launch_server(home, lan=True)
-    yield {"url": url, "home": home, "proc": proc, "owner": "owner-pass-1", "viewer": "viewer-pass-1"}
+    yield {"url": url, "home": home, "proc": proc, "owner": "owner-pass-1", "viewer": "viewer-pass-1",
+           "cert": home / "tls" / "cert.pem", "log": next(home.glob("streamlit-*.log"))}
     stop_server(proc)
     shutil.copy(next(home.glob("streamlit-*.log")), ARTIFACTS / "streamlit-lan.log") if ARTIFACTS.exists() else None

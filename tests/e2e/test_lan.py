@@ -1,11 +1,17 @@
-"""The LAN journey: the dashboard started as `scripts/start.sh --lan` starts it, visited at
-this machine's network address by three browsers (an owner, a viewer, a guesser)."""
+"""The LAN journey: the dashboard started as `scripts/start.sh --lan` starts it (HTTPS with
+a self-signed certificate), visited at this machine's network address by three browsers (an
+owner, a viewer, a guesser). And the other way to start it, `streamlit run app/Home.py`,
+which must not be reachable from the network at all."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import socket
+import ssl
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +24,8 @@ pytestmark = pytest.mark.e2e
 
 
 def open_signed_in(browser, url: str, password: str | None):
-    context = browser.new_context(viewport={"width": 1440, "height": 1100})
+    # the certificate is self-signed: a visitor compares its fingerprint, then accepts it
+    context = browser.new_context(viewport={"width": 1440, "height": 1100}, ignore_https_errors=True)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(url)
@@ -114,14 +121,39 @@ def journey(lan_server, browser, monkeypatch):
         guesser.get_by_text(re.compile(r"Too many wrong passwords")).wait_for()
         assert guesser.get_by_role("button", name="Fine-tune the demo model").count() == 0
         shot(guesser, "6-lan-guesser-waits")
+        # The owner, on this machine, lifts the wait; the right password then opens the page.
+        done = subprocess.run([sys.executable, "-m", "droidft.cli", "unlock"], capture_output=True, text=True,
+                              env=dict(os.environ, DROIDFT_HOME=str(lan_server["home"])), timeout=120)
+        assert done.returncode == 0 and "cleared" in done.stdout, done.stderr
+        sign_in(guesser, lan_server["owner"])
+        guesser.get_by_role("button", name="Fine-tune the demo model").wait_for()
+
+        # Signing out: the tab is back at the sign-in form and can do nothing.
+        viewer.get_by_role("button", name="Sign out").click()
+        wait_app_idle(viewer)
+        viewer.get_by_text("You signed out.").wait_for()
+        assert viewer.get_by_role("button", name="Stop").count() == 0
+        shot(viewer, "6-lan-signed-out")
     finally:
         jobs.stop(run_id)
         jobs.wait(run_id, timeout=300)
 
+    # HTTPS: the certificate the server presents is the one whose fingerprint it printed, and
+    # nothing answers in clear text on that port.
+    from droidft import tls
+
+    host, port = url.split("//")[1].split(":")
+    presented = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate((host, int(port))))
+    printed = re.search(r"SHA-256 fingerprint: ([0-9A-F:]+)", lan_server["log"].read_text()).group(1)
+    assert tls.fingerprint_of_der(presented) == printed == tls.fingerprint(lan_server["cert"])
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        urllib.request.urlopen(f"http://{host}:{port}/_stcore/health", timeout=10).read()
+
     # Streamlit's XSRF protection stays on: an upload without the token is refused.
+    verified = ssl.create_default_context(cafile=str(lan_server["cert"]))
     request = urllib.request.Request(f"{url}/_stcore/upload_file/session/file", data=b"x", method="PUT")
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)
+        urllib.request.urlopen(request, timeout=10, context=verified)
     assert refused.value.code == 403
     # No password reached the log or the store.
     log = next(lan_server["home"].glob("streamlit-*.log")).read_text()
@@ -129,3 +161,15 @@ def journey(lan_server, browser, monkeypatch):
     for secret in (lan_server["owner"], lan_server["viewer"]):
         assert secret not in log and secret.encode() not in stored
     assert "wrong password from" in log and os.path.exists(lan_server["home"] / "signin_attempts.json")
+
+
+def test_streamlit_run_without_lan_is_not_reachable_from_the_network(restartable_server, network_address):
+    """`streamlit run app/Home.py`, the other documented way to start, listens on 127.0.0.1
+    (.streamlit/config.toml): this machine gets the dashboard, the LAN address gets nothing."""
+    if network_address == "127.0.0.1":
+        pytest.skip("this machine has no network address to try")
+    url = restartable_server["url"]
+    port = int(url.rsplit(":", 1)[1])
+    assert urllib.request.urlopen(url + "/_stcore/health", timeout=10).read() == b"ok"
+    with pytest.raises(OSError):
+        socket.create_connection((network_address, port), timeout=5).close()

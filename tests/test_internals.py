@@ -1,0 +1,49 @@
+"""The mlx-lm / mlx-lm-lora internals droidft wraps exist with the parameters it relies on, and
+pyproject.toml pins both packages to the versions this suite passes with."""
+
+import tomllib
+from importlib.metadata import version
+
+import pytest
+
+from droidft import paths
+from droidft.methods import internals
+
+
+def test_every_wrapped_internal_exists_with_the_expected_signature():
+    found = internals.problems()
+    assert found == [], "\n".join(found)  # each line names the internal that changed
+
+
+def test_a_changed_internal_is_named(monkeypatch):
+    module = internals.T + "grpo_trainer"
+    monkeypatch.setitem(internals.WRAPPED, module, {
+        "_rollout_rewards": ("batch", "texts", "advantage_fn"), "_gone": (), "GRPOTrainingArgs": ("nope",)})
+    found = internals.problems([module])
+    assert any(f"{module}._rollout_rewards has no parameter(s) advantage_fn" in p for p in found)
+    assert f"{module}._gone is missing" in found
+    assert any(f"{module}.GRPOTrainingArgs has no parameter(s) nope" in p for p in found)
+    monkeypatch.setitem(internals.FOR_METHOD, "grpo", (module,))
+    with pytest.raises(RuntimeError, match="_rollout_rewards") as err:
+        internals.require("grpo")
+    assert "pyproject.toml" in str(err.value)
+    internals.require("some_plugin_method")  # not droidft's business
+
+
+def test_every_builtin_method_has_its_internals_listed():
+    from droidft import methods
+
+    for method in methods.available():
+        assert method.name in internals.FOR_METHOD, method.name
+
+
+def test_pyproject_pins_the_tested_versions():
+    from packaging.requirements import Requirement
+
+    deps = tomllib.loads((paths.REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {Requirement(d).name: Requirement(d).specifier for d in deps}
+    for package in ("mlx-lm", "mlx-lm-lora"):
+        spec = pins[package]
+        assert spec.contains(version(package)), (package, str(spec), version(package))
+        assert any(s.operator == "<" for s in spec), f"{package} has no upper bound: {spec}"
+    assert not pins["mlx-lm-lora"].contains("5.11.0") and not pins["mlx-lm"].contains("0.33.0")
