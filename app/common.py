@@ -433,7 +433,7 @@ def checkpoint_picker(key: str) -> str:
     return st.segmented_control(
         "Adapter of each run", list(CHECKPOINT_LABELS), default="best", key=key, required=True,
         format_func=lambda c: c, help="best: the adapter of the validation with the lowest loss (highest "
-                                      "reward for GRPO), kept beside the last one; last: where training ended. "
+                                      "reward for GRPO and KLPO), kept beside the last one; last: where training ended. "
                                       "A run without a best adapter uses its last.")
 
 

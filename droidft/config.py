@@ -131,7 +131,7 @@ class BaseConfig:
     ranks_per_host: int = 1
     distributed_backend: str = "ring"  # ring (TCP) | mpi
     # Early stopping: end the run (as completed) after this many validations in a row that do
-    # not improve the validation metric (loss; reward for GRPO) by more than the min delta.
+    # not improve the validation metric (loss; reward for GRPO and KLPO) by more than the min delta.
     early_stop_patience: int | None = None
     early_stop_min_delta: float = 0.0
 

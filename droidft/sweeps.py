@@ -5,7 +5,7 @@ combinations are all tried, and/or `random` samples drawn from ranges (`learning
 crossed with the grid. Every trial's config is validated before any run is queued, so a bad
 value never leaves half a sweep behind. The trials go into the run queue (droidft.queue) with
 the sweep's id, and `summary` reads back each trial's settings and results with the best
-trial marked: lowest validation loss, or highest validation reward for the GRPO family.
+trial marked: lowest validation loss, or highest validation reward for the GRPO family and KLPO.
 No trial is stopped early by the sweep itself (no successive halving); each run's own
 `early_stop_patience` applies.
 """
@@ -25,10 +25,12 @@ from . import jobs, queue, store
 MAX_TRIALS = 64
 ALIASES = {"rank": "lora_parameters.rank", "scale": "lora_parameters.scale", "alpha": "lora_parameters.scale",
            "dropout": "lora_parameters.dropout", "lr": "learning_rate"}
-# Where the result of a trial is read: (metric, higher is better), by method family.
-OBJECTIVES = {"grpo": ("val_total_rewards_mean", True)}
+# Where the result of a trial is read: (metric, higher is better), by method family; the same
+# metric each family's runs keep their best adapter by (methods/*.py: RLCallback best_metric).
+OBJECTIVES = {"grpo": ("val_total_rewards_mean", True), "klpo": ("val_reward_mean", True)}
 DEFAULT_OBJECTIVE = ("val_loss", False)
-RESULT_METRICS = ("val_loss", "train_loss", "val_total_rewards_mean", "val_accuracies")
+RESULT_METRICS = ("val_loss", "train_loss", "val_total_rewards_mean", "val_reward_mean", "val_accuracies")
+HIGHER_IS_BETTER = {"val_total_rewards_mean", "val_reward_mean", "val_accuracies"}
 
 
 class SweepError(ValueError):
@@ -257,8 +259,7 @@ def summary(sweep_id: str) -> dict:
             series = rows[rows["name"] == name].sort_values("step") if rows is not None else None
             if series is not None and len(series):
                 trial[f"final_{name}"] = float(series["value"].iloc[-1])
-                trial[f"best_{name}"] = float(series["value"].max() if name in ("val_total_rewards_mean",
-                                                                                "val_accuracies")
+                trial[f"best_{name}"] = float(series["value"].max() if name in HIGHER_IS_BETTER
                                               else series["value"].min())
         trial["objective"] = trial.get(f"best_{metric}")
         out.append(trial)

@@ -34,6 +34,7 @@ def sweep_table(summary: dict):
         row.update({short_key(k): v for k, v in t["settings"].items()})
         for key, label in (("best_val_loss", "best val loss"), ("final_val_loss", "final val loss"),
                            ("best_val_total_rewards_mean", "best val reward"),
+                           ("best_val_reward_mean", "best val reward"),  # KLPO's name for it
                            ("final_val_accuracies", "final val accuracy")):
             if any(key in x for x in summary["trials"]):
                 row[label] = t.get(key)
