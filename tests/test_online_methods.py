@@ -188,17 +188,19 @@ def test_method_trains_stores_every_metric_and_the_adapter_loads_in_mlx_lm(name,
 def test_early_stopping_ends_the_new_methods_between_two_steps(name, options, demo_model):
     """Early stopping (issue 15) through each family's callback: no validation can improve by
     the huge min_delta, so the second validation after step 0 (before step 4) ends the run,
-    as completed, at step 4 of 8, with the best adapter kept from the first (step 1)."""
+    as completed, long before its 8 steps, with a best adapter kept."""
     extra = {"max_completion_length": 8} if "max_completion_length" in NEW[name].field_names() else {}
     config = NEW[name](**{**TINY, "iters": 8, "save_every": 4}, **extra, **options,
                        early_stop_patience=1, early_stop_min_delta=1e9)
     run_id, run = run_to_end(config)
     reason = jobs.end_reason(run)
     assert reason and reason.startswith("early stopping: "), (reason, jobs.log_tail(run_id))
-    assert store.artifacts(run_id, kind="final_adapter")[0]["step"] == 4
-    assert max(r["step"] for r in store.metrics(run_id, names=["train_loss"])) <= 4
-    best = jobs.best_adapter(run_id)
-    assert best and best["step"] == 1, best
+    # 3 where the trainer validates before it takes the step's batch (ftpo, dsla), else 4
+    last = store.artifacts(run_id, kind="final_adapter")[0]["step"]
+    assert last in (3, 4), last
+    assert max(r["step"] for r in store.metrics(run_id, names=["train_loss"])) <= last
+    best = jobs.best_adapter(run_id)  # any improvement is kept; min_delta only gates the count
+    assert best and best["step"] in (1, 3) and Path(best["path"], "adapters.safetensors").exists(), best
     assert any("early stopping" in e["message"] for e in store.events(run_id))
 
 
