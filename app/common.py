@@ -249,7 +249,7 @@ def permitted(action: str) -> bool:
         require_role(action)
         return True
     except security.AccessDenied as exc:
-        st.error(str(exc), icon=":material/lock:")
+        show_error(exc, action.replace("-", " ").capitalize())
         return False
 
 

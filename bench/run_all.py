@@ -34,8 +34,11 @@ BENCHES = {  # name -> (script, what it measures[, arguments])
     "methods": ("bench_methods_demo.py", "each method added with issue 14 on the demo task, before -> after"),
     "soak": ("bench_soak.py", "an hour of three Monitor tabs on a live run, then ten minutes after: memory over time"),
     "hub": ("bench_hub.py", "Hub pull vs `hf download` from a local Hub; Models page with 200 local models, 1,000 results"),
+    "import": ("bench_import.py", "dataset import: DuckDB vs `datasets` reads, full import vs read"),
+    "export": ("bench_export.py", "GGUF export throughput vs mlx-lm's own --export-gguf"),
 }
 ONLY_WHEN_NAMED = {"soak"}  # 70 minutes
+KEEP_MARK = "<!-- run_all.py rewrites everything above this line and keeps everything below -->"
 
 
 def main() -> None:
@@ -74,8 +77,12 @@ def main() -> None:
               f"Python {platform.python_version()}; 1-minute load average "
               f"{min(loads):.2f}-{max(loads):.2f} between benches. "
               f"Ratios are measured side by side within one run.\n\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(header + "## Targets (issue 16)\n\n" + table + "\n\n" + "\n".join(sections))
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    # Hand-written analyses and one-off measurements live below KEEP_MARK and survive a re-run.
+    old = out_path.read_text() if out_path.exists() else ""
+    kept = old[old.index(KEEP_MARK):] if KEEP_MARK in old else KEEP_MARK + "\n"
+    out_path.write_text(header + "## Targets (issue 16)\n\n" + table + "\n\n" + "\n".join(sections) + "\n" + kept)
     print(f"wrote {args.out}")
 
 

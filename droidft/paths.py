@@ -61,3 +61,25 @@ def demo_model_dir() -> Path:
     except OSError:
         pass
     return models_dir() / "droidft-demo"
+
+
+def lmstudio_models_dir() -> Path:
+    """LM Studio's models folder (<publisher>/<model>/ inside; it need not exist yet):
+    $DROIDFT_LMSTUDIO_MODELS, else where ~/.lmstudio-home-pointer says LM Studio lives, else
+    ~/.lmstudio/models (~/.cache/lm-studio/models for releases before 0.3, if only that exists)."""
+    override = os.environ.get("DROIDFT_LMSTUDIO_MODELS")
+    if override:
+        return Path(override).expanduser()
+    user = Path.home()
+    pointer = user / ".lmstudio-home-pointer"
+    try:
+        if pointer.is_file():
+            target = Path(pointer.read_text(encoding="utf-8").strip()).expanduser()
+            if target.is_dir():
+                return target / "models"
+    except OSError:
+        pass
+    legacy = user / ".cache" / "lm-studio" / "models"
+    if not (user / ".lmstudio").exists() and legacy.is_dir():
+        return legacy
+    return user / ".lmstudio" / "models"

@@ -38,7 +38,7 @@ ROLES = ("owner", "viewer")
 # (writes a file, starts a process, reaches another machine) belongs here, and its handler
 # calls `require` right before the engine call.
 OWNER_ONLY = {"start", "stop", "resume", "delete", "upload", "fuse", "evaluate", "split", "sample-data",
-              "check-machines", "export", "download", "judge", "reorder-queue",
+              "check-machines", "export", "download", "import", "judge", "reorder-queue",
               "change-settings"}
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 SESSION_HOURS = 12.0  # a sign-in lasts this long (DROIDFT_SESSION_HOURS), then the tab asks again
@@ -343,7 +343,8 @@ def require(role: str | None, action: str) -> None:
 
 def allowed_roots() -> list[Path]:
     roots = [paths.DATA_DIR, paths.home(), Path.home() / ".cache" / "huggingface",
-             Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio"]
+             Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio",
+             paths.lmstudio_models_dir()]
     # where huggingface_hub really keeps models, when moved (pulled models live there)
     roots += [Path(os.environ[k]).expanduser() for k in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
               if os.environ.get(k)]

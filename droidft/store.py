@@ -141,11 +141,20 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("error", "VARCHAR"), ("pid", "BIGINT"), ("created_at", "DOUBLE"), ("started_at", "DOUBLE"),
         ("ended_at", "DOUBLE"), ("heartbeat_at", "DOUBLE"),
     ],
+    # Export jobs (droidft.export.jobs): one row per export started from the dashboard.
+    "exports": [
+        ("id", "VARCHAR PRIMARY KEY"), ("source", "VARCHAR"), ("target", "VARCHAR"),
+        ("status", "VARCHAR"), ("phase", "VARCHAR"), ("done", "DOUBLE"), ("total", "DOUBLE"),
+        ("out", "VARCHAR"), ("artifact_id", "VARCHAR"), ("error", "VARCHAR"), ("options", "VARCHAR"),
+        ("pid", "BIGINT"), ("created_at", "DOUBLE"), ("started_at", "DOUBLE"), ("ended_at", "DOUBLE"),
+        ("heartbeat_at", "DOUBLE"),
+    ],
 }
 RUN_COLUMNS = tuple(c for c, _ in SCHEMA["runs"])
 DOWNLOAD_COLUMNS = tuple(c for c, _ in SCHEMA["downloads"])
+EXPORT_COLUMNS = tuple(c for c, _ in SCHEMA["exports"])
 _JSON_COLUMNS = {"runs": ("config", "extra"), "artifacts": ("meta",), "samples": ("meta",),
-                 "evaluations": ("results",), "sweeps": ("spec",)}
+                 "evaluations": ("results",), "sweeps": ("spec",), "exports": ("options",)}
 
 # Process-wide counters, for tests and the benchmark (reset with reset_stats()).
 stats: dict[str, float] = {}
@@ -831,6 +840,49 @@ def close_judgments(ids: list[str], status: str = "expired") -> int:
         return len(con.execute("UPDATE judgments SET status = ?, decided_at = ? WHERE "
                                "list_contains(?, id) AND status = 'pending' RETURNING id",
                                [status, time.time(), list(ids)]).fetchall())
+
+
+# --------------------------------------------------------------------------- export jobs
+
+def create_export(*, source: str, target: str, options: dict) -> str:
+    """Insert a `queued` export job; returns its id."""
+    eid = _new_id("exp")
+    with _write() as con:
+        con.execute("INSERT INTO exports (id, source, target, status, phase, done, total, options, "
+                    "created_at) VALUES (?, ?, ?, 'queued', 'starting', 0, 1, ?, ?)",
+                    [eid, str(source), target, _dumps(options), time.time()])
+    return eid
+
+
+def update_export(export_id: str, statuses: str | Iterable[str] | None = None, **fields) -> bool:
+    """Set export columns; with `statuses`, only while the job is in one of them. True if changed."""
+    bad = [k for k in fields if k not in EXPORT_COLUMNS]
+    if bad or not fields:
+        raise ValueError(f"unknown export field(s) {bad}; columns are {EXPORT_COLUMNS}")
+    sql = f"UPDATE exports SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?"
+    params = [_dumps(v) if k == "options" else (str(v) if isinstance(v, Path) else v)
+              for k, v in fields.items()] + [export_id]
+    if statuses is not None:
+        sql += " AND list_contains(?, status)"
+        params.append([statuses] if isinstance(statuses, str) else list(statuses))
+    with _write() as con:
+        return bool(con.execute(sql + " RETURNING id", params).fetchall())
+
+
+def get_export(export_id: str) -> dict | None:
+    with connect() as con:
+        rows = _rows(con.execute("SELECT * FROM exports WHERE id = ?", [export_id]), "exports")
+    return rows[0] if rows else None
+
+
+def list_exports(source: str | None = None, limit: int = 50) -> list[dict]:
+    """Export jobs, newest first (of one source when given)."""
+    sql, params = "SELECT * FROM exports", []
+    if source is not None:
+        sql += " WHERE source = ?"
+        params.append(str(source))
+    with connect() as con:
+        return _rows(con.execute(sql + " ORDER BY created_at DESC LIMIT ?", [*params, int(limit)]), "exports")
 
 
 # --------------------------------------------------------------------------- page queries

@@ -33,3 +33,13 @@ def cli():
                               text=True, env=dict(os.environ), timeout=timeout, input=input)
 
     return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """llama.cpp checks are opt-in (`-m llamacpp`): building llama-cpp-python takes an hour here."""
+    if "llamacpp" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="opt-in: run with -m llamacpp (needs llama-cpp-python)")
+    for item in items:
+        if "llamacpp" in item.keywords:
+            item.add_marker(skip)

@@ -12,6 +12,9 @@ It serves model and dataset repos from a folder, with the endpoints huggingface_
     HEAD/GET /ORG/NAME/resolve/REV/PATH                    file download (Range, ETag,
     HEAD/GET /datasets/ORG/NAME/resolve/REV/PATH            X-Repo-Commit, X-Linked-Etag/Size)
     GET  /api/whoami-v2                                    token check
+    POST /api/repos/create, /api/validate-yaml,            uploads (create_repo, upload_folder,
+         /api/{kind}/ORG/NAME/preupload/REV, .../commit/REV, upload_file, create_commit):
+         /ORG/NAME.git/info/lfs/objects/batch, PUT /lfs-upload/SHA    regular files and LFS objects
 
 Repos live under ROOT/models/ORG/NAME/ and ROOT/datasets/ORG/NAME/ (the files themselves);
 an optional sidecar ROOT/models/ORG/NAME.hub.json holds what the Hub knows besides files:
@@ -567,6 +570,143 @@ def cdn(req: Request, kind: str, repo: str, sha: str, path: str) -> Response:
     return _serve_file(req, entry, {"Content-Disposition": f'inline; filename="{Path(path).name}"'})
 
 
+# --------------------------------------------------------------------------- uploads
+# What huggingface_hub 2.x's create_repo / upload_folder / upload_file / create_commit call
+# (hf_api.py, _commit_api.py, lfs.py) without hf_xet: create the repo, validate the card's
+# YAML, ask per file whether it goes to git or LFS (preupload), PUT LFS objects where the LFS
+# batch answer says, then one ndjson commit naming regular files (base64) and LFS pointers
+# (sha256). Every write needs the token; LFS objects wait in ROOT/.lfs/<sha256> until a commit
+# places them.
+
+def _lfs_dir(req: Request) -> Path:
+    path = req.state.root / ".lfs"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@route("POST", r"/api/repos/create")
+def create_repo(req: Request) -> Response:
+    if not req.authorized:
+        return error(401, None, "Invalid credentials in Authorization header")
+    body = json.loads(req.body or b"{}")
+    kind = {"model": "models", "dataset": "datasets", None: "models"}.get(body.get("type"))
+    if kind is None:
+        return error(400, None, f"Unsupported repo type {body.get('type')!r}")
+    repo_id = f"{body.get('organization') or 'tester'}/{body['name']}"
+    url = f"{req.server.url}/{repo_id}" if kind == "models" else f"{req.server.url}/datasets/{repo_id}"
+    if req.state.repo(kind, repo_id) is not None:
+        return json_response({"error": "You already created this model repo", "url": url}, 409,
+                             {"X-Error-Message": "You already created this model repo"})
+    folder = req.state.root / kind / repo_id
+    folder.mkdir(parents=True)
+    private = body.get("visibility") == "private" or bool(body.get("private"))
+    folder.with_name(folder.name + META_SUFFIX).write_text(json.dumps({"private": private}))
+    req.server.uploads.append(("create", repo_id, private))
+    return json_response({"url": url, "name": repo_id})
+
+
+@route("POST", r"/api/validate-yaml")
+def validate_yaml(req: Request) -> Response:
+    import yaml
+
+    content = json.loads(req.body or b"{}").get("content", "")
+    if content.startswith("---"):
+        end = content.find("\n---", 3)
+        try:
+            meta = yaml.safe_load(content[3:end]) if end > 0 else None
+        except yaml.YAMLError as exc:
+            return json_response({"errors": [{"message": f"YAML: {exc}"}]}, 400)
+        if end < 0 or not isinstance(meta, dict):
+            return json_response({"errors": [{"message": "front matter is not a YAML mapping"}]}, 400)
+    return json_response({"errors": [], "warnings": []})
+
+
+@route("POST", rf"/api/{KIND}/{REPO}/preupload/(?P<rev>[^/]+)")
+def preupload(req: Request, kind: str, repo: str, rev: str) -> Response:
+    found = _visible(req, kind, repo, files=False)
+    if isinstance(found, Response):
+        return found
+    if not req.authorized:
+        return error(401, None, "Invalid credentials in Authorization header")
+    files = json.loads(req.body or b"{}").get("files", [])
+    out = []
+    for f in files:
+        lfs = f["path"].endswith(LFS_SUFFIXES) or int(f.get("size", 0)) >= LFS_MIN_SIZE
+        out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                    "oid": None})
+    return json_response({"files": out})
+
+
+@route("POST", r"(?:/(?P<kind>datasets))?/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch")
+def lfs_batch(req: Request, repo: str, kind: str | None = None) -> Response:
+    if not req.authorized:
+        return error(401, None, "Invalid credentials in Authorization header")
+    body = json.loads(req.body or b"{}")
+    objects = []
+    for obj in body.get("objects", []):
+        sha, size = obj["oid"], int(obj["size"])
+        staged = _lfs_dir(req) / sha
+        entry = {"oid": sha, "size": size}
+        if not (staged.exists() and staged.stat().st_size == size):
+            entry["actions"] = {"upload": {"href": f"{req.server.url}/lfs-upload/{sha}", "header": {}}}
+        objects.append(entry)
+    return json_response({"transfer": "basic", "objects": objects})
+
+
+@route("PUT", r"/lfs-upload/(?P<sha>[0-9a-f]{64})")
+def lfs_upload(req: Request, sha: str) -> Response:
+    if hashlib.sha256(req.body).hexdigest() != sha:
+        return error(400, None, "sha256 of the uploaded bytes does not match the object id")
+    (_lfs_dir(req) / sha).write_bytes(req.body)
+    return Response(200, b"")
+
+
+@route("POST", rf"/api/{KIND}/{REPO}/commit/(?P<rev>[^/]+)")
+def commit(req: Request, kind: str, repo: str, rev: str) -> Response:
+    import base64
+    import shutil
+
+    found = _visible(req, kind, repo, files=False)
+    if isinstance(found, Response):
+        return found
+    if not req.authorized:
+        return error(401, None, "Invalid credentials in Authorization header")
+    if unquote(rev) != "main":
+        return error(404, "RevisionNotFound", f"Invalid rev id: {unquote(rev)}")
+    lines = [json.loads(line) for line in req.body.splitlines() if line.strip()]
+    for item in lines:  # check everything before writing anything: a commit is all or nothing
+        if item["key"] == "lfsFile":
+            staged = _lfs_dir(req) / item["value"]["oid"]
+            if not staged.exists() or staged.stat().st_size != int(item["value"]["size"]):
+                return error(400, None, f"LFS object of {item['value']['path']} was never uploaded")
+        if item["key"] in ("file", "lfsFile", "deletedFile", "deletedFolder"):
+            path = (found.folder / item["value"]["path"]).resolve()
+            if found.folder.resolve() not in path.parents:
+                return error(400, None, f"Bad path {item['value']['path']!r}")
+    paths = []
+    for item in lines:
+        value = item["value"]
+        target = found.folder / value.get("path", "")
+        if item["key"] == "file":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(base64.b64decode(value["content"]))
+        elif item["key"] == "lfsFile":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_lfs_dir(req) / value["oid"], target)
+        elif item["key"] == "deletedFile":
+            target.unlink(missing_ok=True)
+        elif item["key"] == "deletedFolder":
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            continue
+        paths.append(value["path"])
+    sha = found.commit()
+    summary = next((i["value"].get("summary") for i in lines if i["key"] == "header"), "")
+    req.server.uploads.append(("commit", repo, summary, paths))
+    prefix = f"{req.server.url}/datasets" if kind == "datasets" else req.server.url
+    return json_response({"commitUrl": f"{prefix}/{repo}/commit/{sha}", "commitOid": sha})
+
+
 # --------------------------------------------------------------------------- the HTTP server
 
 class _Handler(BaseHTTPRequestHandler):
@@ -672,6 +812,7 @@ class HubServer:
         self.cdn_redirect = cdn_redirect
         self.delay = 0.0  # seconds before each answer: a slow Hub
         self.requests: list[tuple[str, str, str | None]] = []
+        self.uploads: list[tuple] = []  # ("create", repo, private) and ("commit", repo, summary, paths)
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 

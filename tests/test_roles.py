@@ -252,6 +252,25 @@ def test_viewer_cannot_start_a_sweep_or_stop_now(lan, disabled_not_enforced, slo
     assert store.get_run(rid)["status"] in jobs.ACTIVE, "a viewer ended a run"
 
 
+def test_viewer_cannot_import_data_or_export_a_run(lan, disabled_not_enforced, demo_model):
+    """Issue 12's Import tab and issue 13's Export step, forced by a viewer."""
+    source = datasets.datasets_dir().parent / "mine.csv"  # inside the home: an allowed path
+    source.write_text("prompt,completion\n" + "".join(f"q{i},a{i}\n" for i in range(20)))
+    at = signed_in(VIEWER, "views/data.py")
+    at.radio(key="imp.kind").set_value("file")
+    at.text_input(key="imp.path").input(str(source)).run()
+    force(at.button(key="imp.load")).run()
+    assert refused(at, "import")
+    assert "imp.source" not in at.session_state, "a viewer's Load read the file"
+    assert list(datasets.datasets_dir().iterdir()) == []
+
+    rid = stopped_run_with_checkpoint(demo_model)
+    at = signed_in(VIEWER, "views/sessions.py", select=rid)
+    force(at.button(key=f"exp.{rid}.go")).run()
+    assert refused(at, "export")
+    assert store.list_exports() == [], "a viewer started an export"
+
+
 def test_the_owner_still_can(lan, demo_model):
     """The same guard lets the owner through (the Sessions delete, end to end)."""
     rid = stopped_run_with_checkpoint(demo_model)

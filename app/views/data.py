@@ -10,10 +10,12 @@ from common import (
     tokenizer, typed_path, viewer_note)
 from droidft import data as datasets
 from droidft import studio as us
+from droidft.data import imports
+from importer import import_tab
 
 st.title("Data")
 st.caption("A dataset is a folder with train.jsonl and valid.jsonl: one JSON object per line. "
-           "Check one here before training on it.")
+           "Check one here before training on it, or import one from a file or the Hugging Face Hub.")
 
 METHODS = list(datasets.METHOD_FORMATS)
 method = st.selectbox("Training method the data is for", METHODS, key="data.method",
@@ -25,7 +27,7 @@ with st.expander(f"Row formats for {method.upper()}", icon=":material/help:"):
         st.markdown(f"**{datasets.FORMAT_LABELS[fmt]}**")
         st.code(datasets.FORMAT_EXAMPLES[fmt], language="json", wrap_lines=True)
 
-pick_tab, upload_tab, sample_tab = st.tabs(["Pick a dataset", "Upload", "Generate sample data"])
+pick_tab, import_tab_, upload_tab, sample_tab = st.tabs(["Pick a dataset", "Import", "Upload", "Generate sample data"])
 
 with pick_tab:
     known = call(datasets.list_datasets, doing="list datasets", default=[]) or []
@@ -40,6 +42,9 @@ with pick_tab:
         pick = call(typed_path, pick, doing="use this path", default="")
     if pick:
         st.session_state["data.selected"] = pick
+
+with import_tab_:
+    import_tab(method)
 
 with upload_tab:
     files = st.file_uploader("JSON Lines files", type=["jsonl"], accept_multiple_files=True, key="data.upload",
@@ -85,6 +90,9 @@ if report is None:
     st.stop()
 st.subheader(f"Checks: {us.short_path(report.path)}")
 st.caption(f"`{report.path}` · format: **{datasets.FORMAT_LABELS.get(report.format or '', 'unknown')}**")
+provenance = imports.read_provenance(report.path)
+if provenance:
+    st.caption(imports.provenance_summary(provenance))
 cols = st.columns(3)
 for i, split in enumerate(("train", "valid", "test")):
     cols[i].metric(f"{split} rows", report.splits.get(split, "-"))

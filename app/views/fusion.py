@@ -11,6 +11,7 @@ from common import (
 from droidft import fusion, paths
 from droidft import studio as us
 from droidft.data import unique_path
+from export_section import export_section
 
 st.title("Fusion")
 st.caption("Blend what several fine-tunes learned into one adapter (or one full model): "
@@ -128,3 +129,6 @@ if res:
             if res["to"] == "adapter":
                 goto("compare", adapter=res["out"])
             goto("compare", model=res["out"])
+    with st.container(border=True):
+        export_section(res.get("artifact_id") or res["out"], key="fus.export", title="Export the fused result",
+                       is_adapter=res["to"] == "adapter")

@@ -14,6 +14,7 @@ from common import (
 from queue_controls import queue_buttons, queue_place, stop_countdown
 from droidft import jobs, queue, store
 from droidft import studio as us
+from export_section import export_section
 
 st.title("Monitor")
 
@@ -245,4 +246,8 @@ def live(run_id: str) -> None:
                 height=300, wrap_lines=True)
 
 live(run_id)
+if not active and run.get("adapter_path") and run.get("status") in ("completed", "stopped"):
+    with st.expander("Export", icon=":material/ios_share:"):
+        export_section(run_id, key=f"exp.{run_id}", title="Export this run",
+                       is_adapter=(run.get("config") or {}).get("fine_tune_type", "lora") == "lora")
 link("sessions", "All runs")

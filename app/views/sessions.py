@@ -1,11 +1,12 @@
 """Sessions: every run in a sortable, filterable table; overlay curves, diff configs,
-resume, delete, export, download; the lineage graph."""
+resume, delete, download, export (GGUF, Ollama, MLX, LM Studio, PEFT, Hub); the lineage graph."""
 
 import streamlit as st
 
 from chart_controls import chart_controls
 from charts import overlay_chart
 from common import allowed, attempt, call, empty, goto, link, require_role, show_error, viewer_note
+from export_section import export_section
 from queue_controls import queue_buttons, queue_panel
 from droidft import jobs, queue, store
 from droidft import studio as us
@@ -189,6 +190,10 @@ if len(picked) == 1:
         if run.get("error"):
             with st.expander("Error", icon=":material/error:"):
                 st.code(run["error"], language=None)
+        if run.get("adapter_path") and run.get("status") not in jobs.ACTIVE:
+            with st.container(border=True):
+                export_section(run["id"], key=f"exp.{run['id']}",
+                               is_adapter=(run.get("config") or {}).get("fine_tune_type", "lora") == "lora")
 elif len(picked) > 1:
     deletable = [r for r in picked if table.set_index("id").loc[r, "status"] not in jobs.ACTIVE]
     if deletable and st.button(f"Delete {len(deletable)} selected runs", icon=":material/delete:",
@@ -200,14 +205,15 @@ if st.session_state.get("pending_delete"):
     confirm_delete(st.session_state["pending_delete"])
 
 # -- lineage ----------------------------------------------------------------------------------
-with st.expander("Lineage: dataset → run → adapter → fused model → evaluation", icon=":material/account_tree:",
+with st.expander("Lineage: source → dataset → run → adapter → fused model → evaluation, export", icon=":material/account_tree:",
                  expanded=bool(picked)):
     try:
         ids = set(picked) if picked else set(table["id"].head(25))
         runs = table[table["id"].isin(ids) | table["id"].isin(table[table["id"].isin(ids)]["parent_id"])]
         arts = store.artifacts()
         evals = store.evaluations()
-        st.graphviz_chart(us.lineage_dot(runs.to_dict("records"), arts, evals), width="stretch")
+        sources = us.dataset_sources(runs["data"])
+        st.graphviz_chart(us.lineage_dot(runs.to_dict("records"), arts, evals, sources=sources), width="stretch")
         if not picked:
             st.caption("Showing the 25 newest runs; select rows to focus on them.")
     except Exception as exc:  # noqa: BLE001

@@ -4,8 +4,8 @@ Every command prints plain text (or JSON with --json); `train` and `resume` prin
 the run id as their last line. Bad input exits non-zero with one clear line.
 
 One module per command group, each with `add_commands(subparsers)`:
-models (demo-model, models ...), train (train METHOD), data (sample-data), rewards, inference
-(generate, compare), fusion (fuse), evaluate (eval), security (set-password, unlock), serve (the
+models (demo-model, models ...), train (train METHOD), data (sample-data, data import), rewards, inference
+(generate, compare), fusion (fuse), evaluate (eval), export, security (set-password, unlock), serve (the
 dashboard), runs (runs, show, metrics, logs, stop, resume, command), queue (queue, settings), sweep (sweep).
 `python -m droidft.cli` runs `main`.
 """
@@ -16,14 +16,14 @@ import argparse
 import sys
 
 from .. import store
-from . import data, evaluate, fusion, inference, models, queue, rewards, runs, security, serve, sweep, train
+from . import data, evaluate, export, fusion, inference, models, queue, rewards, runs, security, serve, sweep, train
 
 EXIT_BAD_INPUT = 2
 # Commands that run MLX in this process (not in a worker) and so want OpenBLAS on Linux.
-COMPUTE_COMMANDS = {"generate", "compare", "fuse", "eval"}  # demo-model builds in its own OpenBLAS child
+COMPUTE_COMMANDS = {"generate", "compare", "fuse", "eval", "export"}  # demo-model builds in its own OpenBLAS child
 # The order `droidft --help` lists them in.
-COMMAND_GROUPS = (models, train, data, rewards, inference, fusion, evaluate, security, serve, runs, queue,
-                  sweep)
+COMMAND_GROUPS = (models, train, data, rewards, inference, fusion, evaluate, export, security, serve, runs,
+                  queue, sweep)
 # Groups whose options come from importing every training method (mlx-lm, transformers).
 HEAVY_GROUPS = (train, sweep)
 

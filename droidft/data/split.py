@@ -40,14 +40,7 @@ def split_dataset(
     if src_p.suffix.lower() != ".jsonl":
         raise DataError(f"{src_p.name} is not a .jsonl file (one JSON object per line)")
     rows = load_rows(src_p)
-    n = len(rows)
-    n_valid = max(1, round(n * valid_fraction)) if valid_fraction > 0 else 0
-    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
-    if n - n_valid - n_test < 1:
-        raise DataError(
-            f"{src_p.name} has {n} row{'s' if n != 1 else ''}: too few to split into "
-            f"{'train, valid and test' if n_test else 'train and valid'}; add rows"
-        )
+    parts = split_indices(len(rows), valid_fraction, test_fraction, seed, name=src_p.name)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder")
@@ -59,19 +52,29 @@ def split_dataset(
                 f"{out} already holds {', '.join(c + '.jsonl' for c in clash)}; pick an empty "
                 "folder or pass overwrite=True"
             )
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    valid_idx = sorted(order[:n_valid])
-    test_idx = sorted(order[n_valid:n_valid + n_test])
-    train_idx = sorted(order[n_valid + n_test:])
-    write_jsonl(out / "train.jsonl", [rows[i] for i in train_idx])
-    if n_valid:
-        write_jsonl(out / "valid.jsonl", [rows[i] for i in valid_idx])
-    if n_test:
-        write_jsonl(out / "test.jsonl", [rows[i] for i in test_idx])
-    elif (out / "test.jsonl").exists() and (out / "test.jsonl").resolve() != src_p.resolve():
+    for split, idx in parts.items():
+        if idx:
+            write_jsonl(out / f"{split}.jsonl", [rows[i] for i in idx])
+    if not parts["test"] and (out / "test.jsonl").exists() and (out / "test.jsonl").resolve() != src_p.resolve():
         os.unlink(out / "test.jsonl")  # a stale test split from an earlier run would mislead
     if method is None:
-        fmt = detect_format(rows[train_idx[0]])
+        fmt = detect_format(rows[parts["train"][0]])
         method = methods_for_format(fmt)[0] if fmt else "sft"
     return validate_dataset(out, method=method)
+
+
+def split_indices(n: int, valid_fraction: float, test_fraction: float, seed: int = 0, *,
+                  name: str = "the data") -> dict[str, list[int]]:
+    """Row numbers (0-based, ascending) for train, valid and test: shuffled with ``seed``, at
+    least one row in each requested split; DataError when ``n`` rows are too few."""
+    n_valid = max(1, round(n * valid_fraction)) if valid_fraction > 0 else 0
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
+    if n - n_valid - n_test < 1:
+        raise DataError(
+            f"{name} has {n} row{'s' if n != 1 else ''}: too few to split into "
+            f"{'train, valid and test' if n_test else 'train and valid'}; add rows"
+        )
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return {"train": sorted(order[n_valid + n_test:]), "valid": sorted(order[:n_valid]),
+            "test": sorted(order[n_valid:n_valid + n_test])}

@@ -95,7 +95,9 @@ def display_name(path) -> str:
 
 
 def _lmstudio_dirs() -> list[Path]:
-    return [Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models"]
+    dirs = [paths.lmstudio_models_dir(), Path.home() / ".lmstudio" / "models",
+            Path.home() / ".cache" / "lm-studio" / "models"]
+    return list(dict.fromkeys(dirs))
 
 
 def _hf_cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:

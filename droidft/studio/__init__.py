@@ -8,7 +8,7 @@ progress  steps done, speed, time left
 forms     form fields from config dataclasses, and back to a config
 presets   ready-made settings, the one-click demo fine-tune
 configs   config diff, YAML, commands, adapter zip
-lineage   dataset -> run -> adapter -> fused model -> evaluation graph
+lineage   import source -> dataset -> run -> adapter -> fused model -> evaluation graph
 errors    engine exceptions in plain language
 tables    the Sessions table, its filter, evaluation rows
 pickers   adapters (a run's best or last), demo prompt, fusion weights to pick from
@@ -26,7 +26,7 @@ from .forms import (GROUPS, HELP, MANAGED_FIELDS, FieldSpec, build_config, field
                     field_specs, get_dotted, parse_field, set_dotted)
 from .presets import demo_config, sft_presets
 from .configs import adapter_zip, command_for, config_diff, config_yaml, flatten, stock_command
-from .lineage import lineage_dot
+from .lineage import dataset_sources, lineage_dot
 from .errors import Explained, explain
 from .tables import SUITE_HEADLINE, evaluation_rows, filter_runs, runs_table
 from .pickers import (CHECKPOINT_LABELS, adapter_choices, demo_prompt, normalized, same_base, target_name,
@@ -43,7 +43,7 @@ __all__ = [
     "field_display_value", "get_dotted", "set_dotted", "build_config",
     "sft_presets", "demo_config",
     "flatten", "config_diff", "config_yaml", "command_for", "stock_command", "adapter_zip",
-    "lineage_dot",
+    "lineage_dot", "dataset_sources",
     "Explained", "explain",
     "filter_runs", "runs_table", "SUITE_HEADLINE", "evaluation_rows",
     "demo_prompt", "adapter_choices", "same_base", "normalized", "CHECKPOINT_LABELS", "with_checkpoint",
