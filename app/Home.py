@@ -23,7 +23,7 @@ def _page(key: str, **extra) -> st.Page:
 navigation = st.navigation({
     "": [_page("home", default=True)],
     "Train": [_page("models"), _page("data"), _page("sft"), _page("rl"), _page("monitor")],
-    "Results": [_page("sessions"), _page("compare"), _page("fusion"), _page("evaluate")],
+    "Results": [_page("sessions"), _page("sweep"), _page("compare"), _page("fusion"), _page("evaluate")],
 }, position="sidebar" if role() else "hidden")
 sign_in_gate()
 if role() == "viewer":

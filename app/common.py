@@ -31,6 +31,7 @@ PAGES = {
     "compare": ("views/compare.py", "Compare", ":material/compare:"),
     "fusion": ("views/fusion.py", "Fusion", ":material/merge:"),
     "evaluate": ("views/evaluate.py", "Evaluate", ":material/fact_check:"),
+    "sweep": ("views/sweep.py", "Sweeps", ":material/grid_view:"),
 }
 
 POLL_SECONDS = 0.5  # the Monitor's refresh period: with the worker's 1 s flush, a report shows within ~1.5 s
@@ -423,6 +424,17 @@ def adapter_targets() -> tuple[list[dict], list[dict]]:
 
     fused = call(fusion.fused_artifacts, doing="list fused adapters", default=[]) or []
     return runs, us.adapter_choices(runs, fused)
+
+
+def checkpoint_picker(key: str) -> str:
+    """Which adapter of each run to use: the best one (default) or the last one."""
+    from droidft.studio import CHECKPOINT_LABELS
+
+    return st.segmented_control(
+        "Adapter of each run", list(CHECKPOINT_LABELS), default="best", key=key, required=True,
+        format_func=lambda c: c, help="best: the adapter of the validation with the lowest loss (highest "
+                                      "reward for GRPO and KLPO), kept beside the last one; last: where training ended. "
+                                      "A run without a best adapter uses its last.")
 
 
 def model_select(label: str, found: list[dict], key: str, **kwargs) -> str:

@@ -30,6 +30,7 @@ BENCHES = {  # name -> (script, what it measures[, arguments])
     "generate": ("bench_generate.py", "generation tokens/s vs stock `mlx_lm generate`"),
     "fusion": ("bench_fusion.py", "adapter fusion throughput"),
     "distributed": ("bench_distributed.py", "1 vs 2 local ranks (correctness, not speed, on one machine)"),
+    "queue": ("bench_queue.py", "run queue hand-over: one run's end to the next run's first metric"),
     "methods": ("bench_methods_demo.py", "each method added with issue 14 on the demo task, before -> after"),
     "soak": ("bench_soak.py", "an hour of three Monitor tabs on a live run, then ten minutes after: memory over time"),
     "hub": ("bench_hub.py", "Hub pull vs `hf download` from a local Hub; Models page with 200 local models, 1,000 results"),

@@ -104,13 +104,50 @@ def _run_adapter_folder(run_id: str) -> Path | None:
     return None
 
 
+CHECKPOINTS = ("best", "last")
+
+
+def adapter_ref(run_id: str, which: str = "best") -> str:
+    """What to pass as a run's adapter: `RUN@best` when the run kept a best adapter and
+    `which` is best, else the run id (its last adapter)."""
+    if which not in CHECKPOINTS:
+        raise AdapterError(f"checkpoint must be best or last (got {which!r})")
+    folder = _run_adapter_folder(run_id)
+    if which == "best" and folder is not None and (folder / "best" / ADAPTER_FILE).is_file():
+        return f"{run_id}@best"
+    return run_id
+
+
+def _split_checkpoint(name: str) -> tuple[str, str | None]:
+    """`RUN@best` / `RUN@last` -> (RUN, which); anything else -> (name, None)."""
+    head, sep, tail = name.rpartition("@")
+    if sep and tail in CHECKPOINTS and head and not Path(name).expanduser().exists():
+        return head, tail
+    return name, None
+
+
 def resolve_adapter(adapter: str | os.PathLike | AdapterSpec) -> AdapterSpec:
-    """A run id, run folder, adapter folder or checkpoint `.safetensors` -> AdapterSpec."""
+    """A run id (`RUN@best` for the run's best adapter, `RUN@last` or `RUN` for its last),
+    run folder, adapter folder or checkpoint `.safetensors` -> AdapterSpec."""
     if isinstance(adapter, AdapterSpec):
         return adapter
     if adapter is None or not str(adapter).strip():
         raise AdapterError("No adapter given: use a run id or an adapter folder.")
     name = str(adapter).strip()
+    bare, which = _split_checkpoint(name)
+    if which == "best":
+        folder = _run_adapter_folder(bare) if "/" not in bare and os.sep not in bare else None
+        best = folder / "best" if folder is not None else None
+        if best is None or not (best / ADAPTER_FILE).is_file():
+            raise AdapterError(f"Run {bare} kept no best adapter (it saves one at each validation "
+                               f"that improves): use {bare} or {bare}@last for its last adapter.")
+        spec = resolve_adapter(best)
+        return AdapterSpec(name=name, path=spec.path, weights_file=spec.weights_file,
+                           config=spec.config, run_id=bare)
+    if which == "last":
+        spec = resolve_adapter(bare)
+        return AdapterSpec(name=name, path=spec.path, weights_file=spec.weights_file,
+                           config=spec.config, run_id=spec.run_id)
     path = Path(name).expanduser()
     run_id = None
     if path.is_file():

@@ -130,6 +130,10 @@ class BaseConfig:
     hostfile: str | None = None  # an mlx.launch hostfile (JSON), instead of hosts
     ranks_per_host: int = 1
     distributed_backend: str = "ring"  # ring (TCP) | mpi
+    # Early stopping: end the run (as completed) after this many validations in a row that do
+    # not improve the validation metric (loss; reward for GRPO and KLPO) by more than the min delta.
+    early_stop_patience: int | None = None
+    early_stop_min_delta: float = 0.0
 
     # -- construction -------------------------------------------------------------
 
@@ -224,6 +228,8 @@ class BaseConfig:
         if self.blas not in ("auto", "openblas", "reference"):
             out.append(f"blas must be auto, openblas or reference (got {self.blas!r})")
         _positive_int(out, "start_step", self.start_step, minimum=0)
+        _positive_int(out, "early_stop_patience", self.early_stop_patience, allow_none=True)
+        _finite(out, "early_stop_min_delta", self.early_stop_min_delta, low=0)
         out += self.distributed_problems()
         return out
 

@@ -190,7 +190,8 @@ def run_rank(run_id: str) -> int:
     stop_file = run_dir / STOP_FILE
     ctx = RunContext(run_id=run_id, run_dir=run_dir, writer=writer, log=log,
                      should_stop=stop_file.exists, step_offset=config.start_step,
-                     rank=rank, world_size=size)
+                     rank=rank, world_size=size, early_stop_patience=config.early_stop_patience,
+                     early_stop_min_delta=config.early_stop_min_delta)
     log(f"rank {rank}/{size} on {socket.gethostname()} (pid {os.getpid()}, BLAS {blas.blas_in_use()})")
     try:
         if rank == 0:

@@ -300,8 +300,10 @@ def build_targets(model, adapters: Sequence = (), include_base: bool = True) -> 
             continue
         spec = check_adapter(model_path, entry, model_name=str(model))
         target = spec.run_id or str(spec.path)
+        if spec.run_id and spec.name.endswith("@best"):
+            target = spec.name  # a run's best adapter is its own target beside the last
         stale = stale_base_warning(model_path, spec)
-        targets.append(Target(spec.run_id or Path(spec.name).name or spec.name, target, "adapter",
+        targets.append(Target(target if spec.run_id else Path(spec.name).name or spec.name, target, "adapter",
                               model_path, (spec,), run_id=spec.run_id,
                               artifact_id=arts.get(str(spec.path.resolve())), warnings=[stale] if stale else []))
     if not targets:

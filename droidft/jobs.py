@@ -1,9 +1,11 @@
 """Start, stop, resume and reap training runs (detached worker processes).
 
 `start` validates a config at the boundary (config, model, dataset), records a
-`queued` run and spawns `python -m droidft.worker RUN_ID` in a new session with
-the best BLAS available. Whoever lists runs reaps dead workers to `failed`,
-with the last lines of their logs.
+`queued` run in the run queue and lets the queue (droidft.queue) spawn
+`python -m droidft.worker RUN_ID` when a slot is free. Whoever lists runs reaps dead
+workers to `failed`, with the last lines of their logs, and so frees their slots.
+Stop asks a worker to end after its current step; `stop_now` ends its process group
+(SIGTERM, then SIGKILL) for a run stuck in a long step.
 """
 
 from __future__ import annotations
@@ -11,22 +13,21 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-from . import blas, disk, methods, paths, security, store
+from . import disk, methods, paths, queue, security, store
 from . import data as datasets
 from .estimate import run_needs_bytes
 from .models import resolve_model
 from .models.resolve import display_name
-from .run_files import STOP_FILE
+from .queue import STARTUP_GRACE_S, pid_alive
+from .run_files import STOP_FILE, adapter_if_complete
 
 ACTIVE = ("queued", "running")
 TERMINAL = ("completed", "failed", "stopped")
-STARTUP_GRACE_S = 120  # a queued run with no live worker after this long has failed
+STOP_GRACE_S = float(os.environ.get("DROIDFT_STOP_GRACE_S", "30"))  # polite stop, then "Stop now"
+TERM_WAIT_S = 3.0  # stop now: SIGTERM, this long to go, then SIGKILL
 # A worker's writer thread beats the heartbeat every second, even mid-step (MLX releases the
 # GIL while it computes): this much silence from a live worker means it is hung, paused or
 # cannot write (DROIDFT_SILENT_AFTER_S).
@@ -53,8 +54,9 @@ def count_rows(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def start(config, *, parent_id: str | None = None) -> str:
-    """Validate `config`, record the run and spawn its worker. Returns the run id."""
+def start(config, *, parent_id: str | None = None, sweep_id: str | None = None) -> str:
+    """Validate `config` and record the run last in the queue; it starts at once when a
+    slot is free (droidft.queue). Returns the run id."""
     methods.get(config.method)
     security.check_run_paths(config)  # LAN mode: nothing outside the allowed folders is even read
     config.validate()
@@ -68,63 +70,15 @@ def start(config, *, parent_id: str | None = None) -> str:
     run_id = store.create_run(
         method=config.method, config=config.to_dict(), model=str(model_path), data=str(data_dir),
         name=config.name or f"{config.method} {display_name(model_path)} on {data_dir.name}",
-        parent_id=parent_id,
+        parent_id=parent_id, sweep_id=sweep_id, enqueue=True,
     )
     run_dir = paths.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     import yaml
 
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    spawn(run_id, config.blas)
+    queue.advance()
     return run_id
-
-
-_children: dict[str, subprocess.Popen] = {}
-
-
-def spawn(run_id: str, blas_choice: str = "auto") -> int:
-    """Start the worker process for a recorded run, detached in its own session."""
-    env, note = blas.worker_env(blas_choice)
-    env["DROIDFT_BLAS_NOTE"] = note
-    env["DROIDFT_HOME"] = str(paths.home())
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env["NO_COLOR"] = "1"  # the trainer's own progress lines land in stdout.log: keep them plain
-    run_dir = paths.run_dir(run_id)
-    with open(run_dir / "stdout.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "droidft.worker", run_id],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=str(paths.REPO_ROOT), start_new_session=True,
-        )
-    store.update_run(run_id, pid=proc.pid)
-    # Wait on the child in the background so a dead worker never lingers as a zombie
-    # (a zombie still answers kill(pid, 0), which would hide its death from reaping).
-    _children[run_id] = proc
-    threading.Thread(target=proc.wait, daemon=True).start()
-    return proc.pid
-
-
-def pid_alive(pid: int | None, run_id: str | None = None) -> bool:
-    """Is this pid a live (non-zombie) worker, and, where /proc tells, ours for this run?"""
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    if proc.exists():
-        try:
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-            if run_id and run_id not in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                return False  # the pid was reused by another process
-        except OSError:
-            return False
-    return True
 
 
 def log_tail(run_id: str, lines: int = 20) -> str:
@@ -146,10 +100,12 @@ def reap() -> list[str]:
     """Mark runs whose worker died without saying so as failed. Returns their ids."""
     reaped = []
     now = time.time()
-    for run in store.list_runs(status=ACTIVE):
-        if pid_alive(run.get("pid"), run["id"]):
+    active = store.list_runs(status=ACTIVE)
+    for run in active:
+        if queue.is_waiting(run) or pid_alive(run.get("pid"), run["id"]):
             continue
-        if run.get("pid") is None and now - (run.get("created_at") or now) < STARTUP_GRACE_S:
+        if run.get("pid") is None and now - (run.get("heartbeat_at") or run.get("created_at") or now) \
+                < STARTUP_GRACE_S:
             continue  # being spawned right now
         tail = log_tail(run["id"])
         error = "The training process died without finishing (killed, crashed or out of memory)."
@@ -157,6 +113,7 @@ def reap() -> list[str]:
             error += "\nLast log lines:\n" + tail
         if store.update_run_if(run["id"], ACTIVE, status="failed", ended_at=now, error=error):
             reaped.append(run["id"])
+    queue.advance(active)  # the dead ones' slots are free (a restarted dashboard picks up here)
     return reaped
 
 
@@ -200,12 +157,29 @@ def get(run_id: str) -> dict:
     return run
 
 
-def stop(run_id: str) -> dict:
-    """Ask a run's worker to stop: it saves the adapter and ends as `stopped`."""
+def end_reason(run: dict) -> str | None:
+    """Why a run ended when it was not simply its last step (stop, stop now, early stopping,
+    cancelled in the queue), as recorded in its `extra`."""
+    return (run.get("extra") or {}).get("end_reason") if isinstance(run.get("extra"), dict) else None
+
+
+def stop(run_id: str, reason: str = "stopped on request") -> dict:
+    """Ask a run to stop: a waiting run leaves the queue; a started one ends after its current
+    step, saves the adapter and ends as `stopped`. `stop_now` if it has not after STOP_GRACE_S."""
     run = get(run_id)
     if run["status"] not in ACTIVE:
         raise RunError(f"Run {run_id} is already {run['status']}; nothing to stop.")
-    (paths.run_dir(run_id) / STOP_FILE).touch()
+    if queue.is_waiting(run):
+        try:
+            queue.cancel(run_id, "stopped before it started (cancelled in the queue)")
+            return store.get_run(run_id)
+        except queue.QueueError:
+            run = get(run_id)  # it just started: stop it like any other
+    stop_file = paths.run_dir(run_id) / STOP_FILE
+    if not stop_file.exists():
+        paths.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        # its mtime is when the stop was asked for (the grace countdown); its text, the reason
+        stop_file.write_text(reason)
     # Signal only a worker that says it is running: it installs its SIGTERM handler before
     # it says so, and a signal during start-up would kill it. A starting worker sees the
     # STOP file at its first step instead.
@@ -215,6 +189,68 @@ def stop(run_id: str) -> dict:
         except ProcessLookupError:
             pass
     return run
+
+
+def stop_requested_at(run_id: str) -> float | None:
+    """When a stop was asked for (epoch seconds), or None."""
+    try:
+        return (paths.run_dir(run_id) / STOP_FILE).stat().st_mtime
+    except OSError:
+        return None
+
+
+def stop_now(run_id: str, reason: str = "stopped now") -> dict:
+    """End a run's worker at once, whatever it is doing: SIGTERM to its process group, then
+    SIGKILL after TERM_WAIT_S. The run keeps its last checkpoint (mlx-lm's adapters.safetensors
+    of the last save) and ends `stopped` with the reason; the next queued run starts."""
+    run = get(run_id)
+    if run["status"] not in ACTIVE:
+        raise RunError(f"Run {run_id} is already {run['status']}; nothing to stop.")
+    if queue.is_waiting(run):
+        return stop(run_id)
+    asked = stop_requested_at(run_id)
+    stop_file = paths.run_dir(run_id) / STOP_FILE
+    stop_file.parent.mkdir(parents=True, exist_ok=True)
+    stop_file.write_text(reason)  # a worker that still gets to end itself says this reason
+    pid = run.get("pid")
+    for sig, wait_s in ((signal.SIGTERM, TERM_WAIT_S), (signal.SIGKILL, 10.0)):
+        if not pid_alive(pid, run_id):
+            break
+        try:
+            os.killpg(int(pid), sig)  # the worker leads its own session: ranks and helpers too
+        except ProcessLookupError:
+            break
+        except PermissionError as exc:
+            raise RunError(f"Run {run_id}'s process {pid} belongs to another user; cannot end it.") from exc
+        deadline = time.monotonic() + wait_s
+        while pid_alive(pid, run_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    run = store.get_run(run_id)
+    if run["status"] in ACTIVE:  # the worker did not get to record its own end
+        adapters = paths.run_dir(run_id) / "adapters"
+        found = _last_saved(adapters, run)
+        waited = f" after {time.time() - asked:.0f} s of waiting for a polite stop" if asked else ""
+        note = (f"the adapter is the last checkpoint, step {found[1]}" if found
+                else "it had saved no checkpoint yet")
+        extra = {**(run.get("extra") or {}), "end_reason": f"{reason}{waited}: the worker was ended mid-step; {note}"}
+        if store.update_run_if(run_id, ACTIVE, status="stopped", ended_at=time.time(), extra=extra,
+                               adapter_path=adapter_if_complete(adapters)) and found:
+            store.add_artifact(kind="final_adapter", path=str(adapters), run_id=run_id, step=found[1],
+                               meta={"stopped_now": True})
+    queue.advance()
+    return store.get_run(run_id)
+
+
+def _last_saved(adapters: Path, run: dict) -> tuple[Path, int] | None:
+    """The newest numbered checkpoint mlx-lm wrote in a run's adapter folder, with its global
+    step, if `adapters.safetensors` beside it is whole (it holds the same weights)."""
+    if adapter_if_complete(adapters) is None:
+        return None
+    numbered = sorted(adapters.glob("[0-9]" * 7 + "_adapters.safetensors"))
+    if not numbered:
+        return None
+    offset = int((run.get("config") or {}).get("start_step") or 0)
+    return numbered[-1], int(numbered[-1].name[:7]) + offset
 
 
 def wait(run_id: str, timeout: float | None = None, poll: float = 0.5) -> dict:
@@ -242,6 +278,29 @@ def last_checkpoint(run_id: str) -> tuple[Path, int] | None:
         if Path(art["path"]).exists():
             return Path(art["path"]), int(art["step"])
     return None
+
+
+def best_adapter(run_id: str) -> dict | None:
+    """The best adapter a run kept, {path, step, metric, value}, or None: its artifact, else
+    (a run ended by `stop now`) what the worker wrote beside the weights."""
+    import json
+
+    from .reporting import BEST_INFO
+
+    arts = store.artifacts(run_id, kind="best_adapter")
+    if arts and Path(arts[-1]["path"], "adapters.safetensors").exists():
+        meta = arts[-1].get("meta") or {}
+        metric, value = next(iter(meta.items()), (None, None))
+        return {"path": arts[-1]["path"], "step": arts[-1].get("step"), "metric": metric, "value": value}
+    folder = paths.run_dir(run_id) / "adapters" / "best"
+    try:
+        info = json.loads((folder / BEST_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+    if not (folder / "adapters.safetensors").exists():
+        return None
+    return {"path": str(folder), "step": info.get("step"), "metric": info.get("metric"),
+            "value": info.get("value")}
 
 
 def resume(run_id: str) -> str:

@@ -4,6 +4,12 @@ The worker hands every method a `RunContext`. Methods pass `StoreCallback` to th
 trainers as their `training_callback` (mlx-lm's `TrainingCallback` hooks), and
 wrap the trainer's batch iterator with `stoppable` so a stop request ends the
 loop between two steps; the trainer then saves its final adapter as usual.
+
+`StoreCallback.track_best` is where every method keeps its best adapter (by validation
+loss, or a reward where higher is better) in `adapters/best/` beside the last one, and
+where early stopping decides (`early_stop_patience` validations without an improvement
+beyond `early_stop_min_delta`): it sets `ctx.state["early_stop"]`, the stop check ends
+training between two steps, and the run ends as completed with that reason.
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ class RunContext:
     rank: int = 0  # under mlx.launch only rank 0 writes metrics, artifacts and files
     world_size: int = 1
     state: dict = field(default_factory=dict)  # last step seen, best val loss, ...
+    early_stop_patience: int | None = None  # from the config (BaseConfig), set by the worker
+    early_stop_min_delta: float = 0.0
+
+    @property
+    def early_stop(self) -> str | None:
+        """Why early stopping ended training (None while it goes on)."""
+        return self.state.get("early_stop")
 
     @property
     def adapter_dir(self) -> Path:
@@ -52,7 +65,7 @@ class RunContext:
     def stop_now(self) -> bool:
         """Should training end? Under mlx.launch every rank must agree, or the others
         would wait forever in the next gradient all-reduce: any rank's request counts."""
-        local = bool(self.should_stop())
+        local = bool(self.early_stop) or bool(self.should_stop())
         if self.world_size > 1:
             import mlx.core as mx
 
@@ -81,13 +94,19 @@ class ReportEvery(int):
 
 
 class StoreCallback(TrainingCallback):
-    """mlx-lm's callback hooks -> metric rows. Keeps the best adapter by validation loss."""
+    """mlx-lm's callback hooks -> metric rows. Keeps the best adapter by a validation metric
+    (`best_metric`, lower is better unless `higher_is_better`) and decides early stopping."""
 
-    def __init__(self, ctx: RunContext, model=None, adapter_config: Path | None = None):
+    def __init__(self, ctx: RunContext, model=None, adapter_config: Path | None = None,
+                 best_metric: str = "val_loss", higher_is_better: bool = False):
         self.ctx = ctx
         self.model = model
         self.adapter_config = adapter_config
-        self.best_val = math.inf
+        self.best_metric = best_metric
+        self.sign = -1.0 if higher_is_better else 1.0
+        self.best_val = math.inf  # best signed score so far (lower is better)
+        self.reference = math.inf  # the score the early-stopping count started from
+        self.without_improvement = 0
         self._last_report = (0, 0.0)  # (iteration, trained tokens) of the previous report
 
     def _iterations_per_second(self, info: dict) -> float | None:
@@ -124,11 +143,37 @@ class StoreCallback(TrainingCallback):
         self.ctx.metric(step, "val_loss", val_loss)
         if "val_time" in info:
             self.ctx.metric(step, "val_time", info["val_time"])
-        if step > 0 and self.model is not None and val_loss < self.best_val and self.ctx.rank == 0:
-            self.best_val = val_loss
-            self._save_best(step, val_loss)
+        self.track_best(step, info.get(self.best_metric))
 
-    def _save_best(self, step: int, val_loss: float):
+    def track_best(self, step: int, value) -> None:
+        """One validation of the model after `step` steps: keep its adapter if it is the best
+        so far, and count validations without improvement for early stopping. Step 0 (the
+        untrained model) is neither a best adapter nor a start of the count."""
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return
+        if step <= 0 or not math.isfinite(value):
+            return
+        score = self.sign * value
+        if score < self.best_val and self.model is not None and self.ctx.rank == 0:
+            self.best_val = score
+            self._save_best(step, value)
+        patience, min_delta = self.ctx.early_stop_patience, self.ctx.early_stop_min_delta or 0.0
+        if score < self.reference - min_delta:
+            self.reference, self.without_improvement = score, 0
+            return
+        self.without_improvement += 1
+        if patience and self.without_improvement >= patience and not self.ctx.early_stop:
+            best = self.ctx.state.get("best")
+            self.ctx.state["early_stop"] = (
+                f"early stopping: {self.best_metric} did not improve by more than {min_delta:g} in "
+                f"{patience} validation{'s' if patience > 1 else ''}"
+                + (f" (best {best[1]:.4g} at step {best[0]})" if best else ""))
+            self.ctx.log(self.ctx.state["early_stop"])
+
+    def _save_best(self, step: int, value: float):
+        import json
         import shutil
 
         import mlx.core as mx
@@ -140,7 +185,15 @@ class StoreCallback(TrainingCallback):
         mx.save_safetensors(str(best_dir / "adapters.safetensors"), weights)
         if self.adapter_config and self.adapter_config.exists():
             shutil.copy(self.adapter_config, best_dir / "adapter_config.json")
-        self.ctx.state["best"] = (step + self.ctx.step_offset, val_loss)
+        global_step = step + self.ctx.step_offset
+        # beside the weights, so a run ended by `stop now` still says which step they are
+        (best_dir / BEST_INFO).write_text(json.dumps(
+            {"step": global_step, "metric": self.best_metric, "value": value}))
+        self.ctx.state["best"] = (global_step, value)
+        self.ctx.state["best_metric"] = self.best_metric
+
+
+BEST_INFO = "best.json"
 
 
 def stoppable(iterate_batches: Callable, ctx: RunContext, on_step: Callable[[int], None] | None = None):
@@ -160,7 +213,7 @@ def stoppable(iterate_batches: Callable, ctx: RunContext, on_step: Callable[[int
             if on_step is not None:
                 on_step(it)
             if ctx.stop_now():
-                ctx.log(f"stop requested: ending training after step {it - 1}")
+                ctx.log(f"{ctx.early_stop or 'stop requested'}: ending training after step {it - 1}")
                 ctx.state["stopped_at"] = it - 1
                 return
             yield batch

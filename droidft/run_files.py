@@ -1,7 +1,7 @@
-"""Files in a run folder that the worker and the distributed ranks share: the STOP request
-(`jobs.stop` touches it; a training process stops at the next step) and the run's log, which
-also goes to the events table. Its own module so `worker` and `distributed` need not import
-each other for them."""
+"""Files in a run folder that the worker, the distributed ranks and `jobs` share: the STOP
+request (`jobs.stop` writes it, with the reason; a training process stops at the next step),
+the run's log, which also goes to the events table, and whether a saved adapter is whole.
+Its own module so `worker`, `distributed` and `jobs` need not import each other for them."""
 
 from __future__ import annotations
 
@@ -31,3 +31,23 @@ def make_logger(log_path: Path, writer: "store.BatchWriter"):
         writer.event(message, level=level)
 
     return log
+
+
+def adapter_if_complete(folder: Path) -> str | None:
+    """`folder` (as text) if its adapters.safetensors is whole, else None."""
+    return str(folder) if _complete(folder / "adapters.safetensors") else None
+
+
+def _complete(weights: Path) -> bool:
+    """Is this safetensors file whole? A write cut short (a full disk) leaves a truncated
+    file that would fail later in Compare; checks the header against the file size only."""
+    if not weights.exists():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="numpy"):
+            return True
+    except Exception:  # noqa: BLE001 - any parse error means incomplete
+        print(f"droidft.worker: {weights} is incomplete (a write was cut short)", file=sys.stderr)
+        return False

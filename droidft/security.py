@@ -38,7 +38,8 @@ ROLES = ("owner", "viewer")
 # (writes a file, starts a process, reaches another machine) belongs here, and its handler
 # calls `require` right before the engine call.
 OWNER_ONLY = {"start", "stop", "resume", "delete", "upload", "fuse", "evaluate", "split", "sample-data",
-              "check-machines", "export", "download", "import", "judge", "reorder-queue"}
+              "check-machines", "export", "download", "import", "judge", "reorder-queue",
+              "change-settings"}
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 SESSION_HOURS = 12.0  # a sign-in lasts this long (DROIDFT_SESSION_HOURS), then the tab asks again
 

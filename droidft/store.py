@@ -97,6 +97,8 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("ended_at", "DOUBLE"), ("pid", "BIGINT"), ("heartbeat_at", "DOUBLE"),
         ("error", "VARCHAR"), ("blas", "VARCHAR"), ("adapter_path", "VARCHAR"),
         ("host", "VARCHAR"), ("extra", "VARCHAR"),
+        ("queue_order", "DOUBLE"),  # set while waiting in the run queue (droidft.queue)
+        ("sweep_id", "VARCHAR"),
     ],
     "metrics": [
         ("run_id", "VARCHAR"), ("step", "BIGINT"), ("name", "VARCHAR"), ("value", "DOUBLE"),
@@ -117,6 +119,10 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("id", "VARCHAR PRIMARY KEY"), ("suite", "VARCHAR"), ("target", "VARCHAR"),
         ("dataset", "VARCHAR"), ("artifact_id", "VARCHAR"), ("run_id", "VARCHAR"),
         ("created_at", "DOUBLE"), ("results", "VARCHAR"),
+    ],
+    "sweeps": [
+        ("id", "VARCHAR PRIMARY KEY"), ("name", "VARCHAR"), ("method", "VARCHAR"),
+        ("created_at", "DOUBLE"), ("spec", "VARCHAR"),
     ],
     # pairs an online run (judge: human) waits on; status pending -> decided | skipped | expired
     "judgments": [
@@ -148,7 +154,7 @@ RUN_COLUMNS = tuple(c for c, _ in SCHEMA["runs"])
 DOWNLOAD_COLUMNS = tuple(c for c, _ in SCHEMA["downloads"])
 EXPORT_COLUMNS = tuple(c for c, _ in SCHEMA["exports"])
 _JSON_COLUMNS = {"runs": ("config", "extra"), "artifacts": ("meta",), "samples": ("meta",),
-                 "evaluations": ("results",), "exports": ("options",)}
+                 "evaluations": ("results",), "sweeps": ("spec",), "exports": ("options",)}
 
 # Process-wide counters, for tests and the benchmark (reset with reset_stats()).
 stats: dict[str, float] = {}
@@ -449,16 +455,20 @@ def new_run_id() -> str:
 
 
 def create_run(*, method: str, config: dict, model: str, data: str, name: str | None = None,
-               parent_id: str | None = None, run_id: str | None = None) -> str:
-    """Insert a `queued` run; returns its id (a fresh one unless `run_id` is given)."""
+               parent_id: str | None = None, run_id: str | None = None,
+               sweep_id: str | None = None, enqueue: bool = False) -> str:
+    """Insert a `queued` run (with `enqueue`, last in the run queue: droidft.queue starts it);
+    returns its id (a fresh one unless `run_id` is given)."""
     for attempt in range(20):
         rid = run_id or new_run_id()
         try:
             with _write() as con:
                 con.execute("INSERT INTO runs (id, name, method, status, config, model, data, "
-                            "parent_id, created_at) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                            "parent_id, created_at, sweep_id, queue_order) VALUES (?, ?, ?, 'queued', "
+                            "?, ?, ?, ?, ?, ?, CASE WHEN ? THEN (SELECT coalesce(max(queue_order), 0) + 1 "
+                            "FROM runs WHERE status = 'queued') END)",
                             [rid, name, method, _dumps(config), _str(model), _str(data), parent_id,
-                             time.time()])
+                             time.time(), sweep_id, enqueue])
             return rid
         except duckdb.ConstraintException:
             if run_id is not None:
@@ -538,7 +548,7 @@ def list_runs(status: str | tuple | None = None, method: str | None = None,
 def delete_run(run_id: str) -> None:
     """Forget a run everywhere in the database (its files are the caller's business)."""
     with _write() as con:
-        for table in ("metrics", "events", "samples", "artifacts", "evaluations", "judgments"):
+        for table in ("metrics", "events", "samples", "artifacts", "evaluations", "judgments"):  # not sweeps
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         con.execute("DELETE FROM runs WHERE id = ?", [run_id])
 
@@ -768,6 +778,24 @@ def evaluations(target: str | None = None, run_id: str | None = None) -> list[di
         return _rows(con.execute(sql + " ORDER BY created_at DESC", params), "evaluations")
 
 
+def create_sweep(*, method: str, spec: dict, name: str | None = None) -> str:
+    """Record a sweep (its base config, grid and ranges live in `spec`); returns its id."""
+    sid = _new_id("sweep")
+    with _write() as con:
+        con.execute("INSERT INTO sweeps (id, name, method, created_at, spec) VALUES (?, ?, ?, ?, ?)",
+                    [sid, name, method, time.time(), _dumps(spec)])
+    return sid
+
+
+def sweeps(sweep_id: str | None = None) -> list[dict]:
+    """Sweeps, newest first, spec decoded (one, or none, when `sweep_id` is given)."""
+    sql, params = "SELECT * FROM sweeps", []
+    if sweep_id is not None:
+        sql, params = sql + " WHERE id = ?", [sweep_id]
+    with connect() as con:
+        return _rows(con.execute(sql + " ORDER BY created_at DESC", params), "sweeps")
+
+
 # --------------------------------------------------------------------------- human judgments
 
 def add_judgments(run_id: str, step: int, pairs: list[tuple[str, str, str]], deadline: float) -> list[str]:
@@ -864,7 +892,7 @@ SELECT r.id, r.name, r.method, r.status, r.model, r.data, r.created_at, r.starte
        coalesce(r.ended_at, CASE WHEN r.status = 'running' THEN ? ELSE r.heartbeat_at END)
            - r.started_at AS duration_s,
        m.best_val_loss, m.last_train_loss, m.trained_tokens, m.steps,
-       r.adapter_path, r.parent_id
+       r.adapter_path, r.parent_id, r.sweep_id, r.queue_order
 FROM runs r LEFT JOIN (
     SELECT run_id,
            min(value) FILTER (WHERE name = 'val_loss') AS best_val_loss,

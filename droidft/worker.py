@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import disk, paths, store
 from .blas import blas_in_use
-from .run_files import STOP_FILE, make_logger
+from .run_files import STOP_FILE, adapter_if_complete, make_logger
 
 
 def run(run_id: str) -> str:
@@ -60,10 +60,12 @@ def run(run_id: str) -> str:
         run_id=run_id, run_dir=run_dir, writer=writer, log=log,
         should_stop=lambda: stop_event.is_set() or stop_file.exists() or low_disk.tripped(),
     )
-    status, error = "failed", None
+    status, error, reason = "failed", None, None
     try:
         config = methods.config_from_dict(record["config"])
         ctx.step_offset = config.start_step
+        ctx.early_stop_patience = config.early_stop_patience
+        ctx.early_stop_min_delta = config.early_stop_min_delta
         from .methods.internals import require
 
         require(config.method)  # a changed mlx-lm(-lora) internal: say which, before loading
@@ -76,7 +78,12 @@ def run(run_id: str) -> str:
         status = "stopped" if ctx.should_stop() else "completed"
         if low_disk.reason:
             status, error = "failed", low_disk.reason
-        log(f"run {status} at step {ctx.state.get('stopped_at', ctx.state.get('iters', '?'))}")
+        elif status == "stopped":
+            reason = _stop_reason(stop_file)
+        elif ctx.early_stop:  # ends as completed: it stopped because training was done
+            reason = ctx.early_stop
+        log(f"run {status} at step {ctx.state.get('stopped_at', ctx.state.get('iters', '?'))}"
+            + (f": {reason}" if reason else ""))
     except BaseException as exc:  # the run must end with a status, whatever happened
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if disk.is_disk_full(exc, run_dir):
@@ -89,30 +96,35 @@ def run(run_id: str) -> str:
             traceback.print_exc()
     finally:
         _close_writer(writer)
-    adapter = run_dir / "adapters"
+    fields = dict(status=status, ended_at=time.time(), error=error,
+                  adapter_path=adapter_if_complete(run_dir / "adapters"))
+    if reason:
+        fields["extra"] = {**(record.get("extra") or {}), "end_reason": reason}
     try:
-        store.update_run(
-            run_id, status=status, ended_at=time.time(), error=error,
-            adapter_path=str(adapter) if _complete(adapter / "adapters.safetensors") else None,
-        )
+        # compare-and-set: a `stop now` that ended the run meanwhile keeps its own record
+        store.update_run_if(run_id, ("queued", "running"), **fields)
     except Exception as exc:  # noqa: BLE001 - the reaper marks the run failed once we are gone
         print(f"droidft.worker: could not record the end of run {run_id}: {exc}", file=sys.stderr)
+    _start_next()
     return status
 
 
-def _complete(weights: Path) -> bool:
-    """Is this safetensors file whole? A write cut short (a full disk) leaves a truncated
-    file that would fail later in Compare; checks the header against the file size only."""
-    if not weights.exists():
-        return False
+def _stop_reason(stop_file: Path) -> str:
+    """What asked this run to stop: the STOP file's text (written by jobs.stop / stop_now)."""
     try:
-        from safetensors import safe_open
+        return stop_file.read_text().strip() or "stopped on request"
+    except OSError:
+        return "stopped on request (a signal)"
 
-        with safe_open(str(weights), framework="numpy"):
-            return True
-    except Exception:  # noqa: BLE001 - any parse error means incomplete
-        print(f"droidft.worker: {weights} is incomplete (a write was cut short)", file=sys.stderr)
-        return False
+
+def _start_next() -> None:
+    """This run's slot is free: start the next queued run (no daemon keeps the queue)."""
+    try:
+        from . import queue
+
+        queue.advance()
+    except Exception as exc:  # noqa: BLE001 - the next reaper (any page or CLI call) retries
+        print(f"droidft.worker: could not start the next queued run: {exc}", file=sys.stderr)
 
 
 WRITER_CLOSE_SECONDS = 120.0  # how long the last rows wait for a busy or full disk to clear

@@ -22,3 +22,16 @@ def demo_sft(**values):
     base = dict(model="demo", data="demo", batch_size=4, learning_rate=1e-3,
                 lora_parameters=LoraParameters(rank=4, scale=10.0))
     return SFTConfig(**{**base, **values})
+
+
+def stop_all() -> None:
+    """Stop every active run of this home (waiting ones leave the queue) and wait for them."""
+    from droidft import jobs, store
+
+    for run in jobs.list_runs(status=jobs.ACTIVE):
+        try:
+            jobs.stop(run["id"])
+        except jobs.RunError:
+            pass
+    for run in store.list_runs(status=jobs.ACTIVE):
+        jobs.wait(run["id"], timeout=300)

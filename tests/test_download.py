@@ -117,6 +117,29 @@ def test_pull_can_convert_to_an_mlx_4_bit_model(hub):
     assert resolve_model(out.name) == out  # by name, like any model droidft made
 
 
+def test_conversion_waits_for_a_run_queue_slot(hub):
+    """mlx-lm convert computes like a training run: with every slot held (here by a lease, as
+    a run would), the download finishes but the conversion waits, then runs once one frees."""
+    from droidft import queue, settings
+
+    settings.set("max_concurrent_runs", 1)
+    lease = queue.acquire("test", "a run holds the only slot", wait=False)
+    try:
+        job_id = download.start("acme/tiny", quantize_bits=4)
+        log = download.logs_dir() / f"{job_id}.log"
+        wait_for(lambda: log.exists() and "waits for one" in log.read_text(), timeout=120)
+        time.sleep(1.5)
+        assert store.get_download(job_id)["status"] == "running"
+        assert store.get_download(job_id)["phase"] == "converting"
+        assert not download.converted_dir("acme/tiny", 4).exists()
+    finally:
+        queue.release(lease)
+    job = download.wait(job_id, timeout=300)
+    assert job["status"] == "completed", job
+    assert download.converted_dir("acme/tiny", 4).exists()
+    assert queue.leases() == [], "the conversion gave its slot back"
+
+
 def test_cancel_keeps_the_partial_file_for_the_next_pull(hub):
     hub.rate_limit = 400_000
     job_id = download.start("acme/tiny")

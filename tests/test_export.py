@@ -5,6 +5,7 @@ cards, export jobs, the CLI, and Hub uploads against the local Hub server."""
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import mlx.core as mx
@@ -18,7 +19,7 @@ from droidft.export import ExportError, export
 from droidft.export import gguf as gg
 from droidft.export import gguf_vocab, ollama
 from droidft.export.card import read_front_matter
-from helpers import demo_sft
+from helpers import demo_sft, wait_for
 
 local_hub = hub_server.local_hub
 use_hub = hub_server.use_hub
@@ -334,6 +335,27 @@ def test_export_job_reports_progress_and_ends_with_the_artifact(home, trained):
     bad = jobs.wait(jobs.start("no-such-run", "gguf"), timeout=120)
     assert bad["status"] == "failed" and "not found" in bad["error"]
     assert [j["id"] for j in jobs.for_source(trained["run_id"])][0] == job
+
+
+def test_export_job_waits_for_a_run_queue_slot(home, trained):
+    """Fusing and converting compute like a training run: with every slot held (a lease here,
+    as a run would), a GGUF export job waits and says so, then runs once the slot frees."""
+    from droidft import queue, settings
+    from droidft.export import jobs
+
+    settings.set("max_concurrent_runs", 1)
+    lease = queue.acquire("test", "a run holds the only slot", wait=False)
+    try:
+        job = jobs.start(trained["run_id"], "gguf", name="droid-waits", quantize=8)
+        wait_for(lambda: "waiting for a free run slot" in (jobs.get(job).get("phase") or ""), timeout=120)
+        time.sleep(1.5)
+        assert jobs.get(job)["status"] == "running" and not jobs.get(job).get("out")
+    finally:
+        queue.release(lease)
+    done = jobs.wait(job, timeout=600)
+    assert done["status"] == "completed", done.get("error")
+    assert queue.leases() == [], "the export gave its slot back"
+    settings.set("max_concurrent_runs", "auto")
 
 
 def test_cli_export(cli, home, trained, tmp_path):

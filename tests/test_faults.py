@@ -27,6 +27,9 @@ def small(**overrides):
 
 
 def test_two_runs_with_pollers_lose_no_row_and_show_no_lock_error(demo_model):
+    from droidft import settings
+
+    settings.set("max_concurrent_runs", 2)  # both at once, whatever this machine would queue
     errors, polls = [], [0]
     runs = [jobs.start(small(name=f"run {i}")) for i in range(2)]
     done = threading.Event()

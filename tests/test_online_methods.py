@@ -169,10 +169,39 @@ def test_method_trains_stores_every_metric_and_the_adapter_loads_in_mlx_lm(name,
         assert store.samples(run_id) and "droidft_demo_reward" in store.samples(run_id)[0]["meta"]["rewards"]
     kinds = {(a["kind"], a["step"]) for a in store.artifacts(run_id)}
     assert {("checkpoint", 2), ("final_adapter", 2)} <= kinds  # FTPO too (mlx-lm-lora writes none)
+    best = jobs.best_adapter(run_id)  # the validation before step 2 ranks the model after step 1
+    assert best and best["step"] == 1 and ("best_adapter", 1) in kinds, best
+    assert best["metric"] == ("val_reward_mean" if name == "klpo" else "val_loss")
+    assert Path(best["path"], "adapters.safetensors").exists() and Path(best["path"], "adapter_config.json").exists()
     adapter = Path(run["adapter_path"])
     assert json.loads((adapter / "adapter_config.json").read_text())["droidft_method"] == name
     model, tokenizer = load(str(demo_model), adapter_path=str(adapter))
     assert isinstance(generate(model, tokenizer, "Name three fruits.", max_tokens=3), str)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("online_dpo", {"judge": "reward"}),
+    ("klpo", {}),  # ranked by validation reward (higher is better)
+    ("ftpo", {}),
+    ("dsla", {"dsla_loss": "dpo"}),
+])
+def test_early_stopping_ends_the_new_methods_between_two_steps(name, options, demo_model):
+    """Early stopping (issue 15) through each family's callback: no validation can improve by
+    the huge min_delta, so the second validation after step 0 (before step 4) ends the run,
+    as completed, long before its 8 steps, with a best adapter kept."""
+    extra = {"max_completion_length": 8} if "max_completion_length" in NEW[name].field_names() else {}
+    config = NEW[name](**{**TINY, "iters": 8, "save_every": 4}, **extra, **options,
+                       early_stop_patience=1, early_stop_min_delta=1e9)
+    run_id, run = run_to_end(config)
+    reason = jobs.end_reason(run)
+    assert reason and reason.startswith("early stopping: "), (reason, jobs.log_tail(run_id))
+    # 3 where the trainer validates before it takes the step's batch (ftpo, dsla), else 4
+    last = store.artifacts(run_id, kind="final_adapter")[0]["step"]
+    assert last in (3, 4), last
+    assert max(r["step"] for r in store.metrics(run_id, names=["train_loss"])) <= last
+    best = jobs.best_adapter(run_id)  # any improvement is kept; min_delta only gates the count
+    assert best and best["step"] in (1, 3) and Path(best["path"], "adapters.safetensors").exists(), best
+    assert any("early stopping" in e["message"] for e in store.events(run_id))
 
 
 # -- a person judges ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from droidft import estimate, jobs, store
 from droidft import studio as us
 from droidft.config import SFTConfig
 from droidft.data import datasets_dir, save_uploads
-from helpers import demo_sft
+from helpers import demo_sft, stop_all
 from helpers import wait_for as shared_wait_for
 
 APP = Path(__file__).resolve().parent.parent / "app" / "Home.py"
@@ -58,16 +58,6 @@ def tiny(**overrides) -> SFTConfig:
 
 def wait_for(predicate, timeout=300.0, poll=0.5):
     return shared_wait_for(predicate, timeout=timeout, poll=poll)
-
-
-def stop_all() -> None:
-    for run in jobs.list_runs(status=jobs.ACTIVE):
-        try:
-            jobs.stop(run["id"])
-        except jobs.RunError:
-            pass
-    for run in store.list_runs(status=jobs.ACTIVE):
-        jobs.wait(run["id"], timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -535,8 +525,8 @@ def test_evaluate_runs_suites_on_base_and_adapter_and_keeps_history(with_runs):
     at.button(key="ev.go").click().run()
     assert_clean(at)
     table = at.session_state["ev.report"]["table"]
-    assert [r["target"] for r in table] == ["base", with_runs[0]]
-    assert list(at.dataframe[0].value["target"]) == ["base", "first"]  # shown by run name
+    assert [r["target"] for r in table] == ["base", f"{with_runs[0]}@best"]  # a run's best adapter by default
+    assert list(at.dataframe[0].value["target"]) == ["base", "first (best)"]  # shown by run name
     assert all(r["loss"] > 0 for r in table)
     assert charts(at)
     history = at.dataframe[-1].value

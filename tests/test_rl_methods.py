@@ -184,7 +184,7 @@ def test_custom_reward_file_is_read_without_running_it_then_loaded(tmp_path, mon
 
 
 def test_custom_reward_file_refused_on_a_lan_unless_the_owner_allows_it(tmp_path, monkeypatch):
-    path = tmp_path / "my_rewards.py"
+    path = paths.home() / "my_rewards.py"  # inside the allowed roots: refused as code, not as a path
     path.write_text(CUSTOM_REWARDS)
     monkeypatch.setenv("DROIDFT_LAN", "1")
     monkeypatch.delenv("DROIDFT_ALLOW_CUSTOM_CODE", raising=False)

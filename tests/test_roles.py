@@ -177,6 +177,81 @@ def test_viewer_cannot_upload_generate_or_split_data(lan, disabled_not_enforced)
     assert list(datasets.datasets_dir().iterdir()) == [], "a viewer wrote a dataset"
 
 
+@pytest.fixture
+def slot_held():
+    """One run at a time, the slot held by a lease (as a download would): queued runs stay
+    queued, and no worker starts behind the test's back."""
+    from droidft import jobs, queue, settings
+
+    settings.set("max_concurrent_runs", 1)
+    lease = queue.acquire("test", "holds the slot", wait=False)
+    yield lease
+    for run in store.list_runs(status=jobs.ACTIVE):
+        if queue.is_waiting(run):
+            queue.cancel(run["id"])
+    queue.release(lease)
+
+
+def waiting_run(name: str) -> str:
+    return store.create_run(method="sft", config=demo_sft().to_dict(), model="demo", data="demo",
+                            name=name, enqueue=True)
+
+
+def test_viewer_cannot_start_reorder_or_cancel_queued_runs(lan, disabled_not_enforced, slot_held):
+    from droidft import queue
+
+    first, second = waiting_run("first"), waiting_run("second")
+    buttons = {"start_now": "start", "front": "reorder queue", "cancel": "stop"}
+    for view, query, prefix in (("views/monitor.py", {"run": second}, "q"),
+                                ("views/sessions.py", {"select": second}, "one"),
+                                ("views/sessions.py", {}, f"q.{second}")):  # the queue panel
+        at = signed_in(VIEWER, view, **query)
+        for name, action in buttons.items():
+            key = f"{prefix}.{name}"
+            assert at.button(key=key).disabled, key
+            force(at.button(key=key)).run()
+            assert refused(at, action), (view, key, [e.value for e in at.error])
+    assert list(queue.positions()) == [first, second], "a viewer reordered or emptied the queue"
+    assert {r["status"] for r in store.list_runs()} == {"queued"} and store.get_run(second)["pid"] is None
+
+
+def test_viewer_cannot_change_how_many_runs_train_at_once(lan, disabled_not_enforced, slot_held):
+    from droidft import settings
+
+    waiting_run("waits")
+    at = signed_in(VIEWER, "views/sessions.py")
+    assert at.toggle(key="q.auto").disabled and at.number_input(key="q.slots").disabled
+    force(at.toggle(key="q.auto"), False)
+    force(at.number_input(key="q.slots"), 4).run()
+    assert at.button(key="q.save").disabled
+    force(at.button(key="q.save")).run()
+    assert refused(at, "change settings"), [e.value for e in at.error]
+    assert settings.get("max_concurrent_runs") == 1
+
+
+def test_viewer_cannot_start_a_sweep_or_stop_now(lan, disabled_not_enforced, slot_held):
+    import os
+
+    from droidft import jobs
+
+    at = signed_in(VIEWER, "views/sft_setup.py")
+    assert at.button(key="sft.sweep.start").disabled
+    force(at.button(key="sft.sweep.start")).run()
+    assert refused(at, "start"), [e.value for e in at.error]
+    assert store.sweeps() == [] and store.list_runs() == [], "a viewer queued a sweep"
+
+    rid = active_run()  # started (not waiting in the queue), asked to stop long ago
+    stop_file = paths.run_dir(rid) / "STOP"
+    stop_file.write_text("stopped on request")
+    past = time.time() - jobs.STOP_GRACE_S - 60
+    os.utime(stop_file, (past, past))
+    at = signed_in(VIEWER, "views/monitor.py", run=rid)
+    assert at.button(key="stop_now").disabled
+    force(at.button(key="stop_now")).run()
+    assert refused(at, "stop"), [e.value for e in at.error]
+    assert store.get_run(rid)["status"] in jobs.ACTIVE, "a viewer ended a run"
+
+
 def test_viewer_cannot_import_data_or_export_a_run(lan, disabled_not_enforced, demo_model):
     """Issue 12's Import tab and issue 13's Export step, forced by a viewer."""
     source = datasets.datasets_dir().parent / "mine.csv"  # inside the home: an allowed path

@@ -196,7 +196,7 @@ def test_run_summaries_aggregates():
     assert list(df.columns) == ["id", "name", "method", "status", "model", "data", "created_at",
                                 "started_at", "ended_at", "duration_s", "best_val_loss",
                                 "last_train_loss", "trained_tokens", "steps", "adapter_path",
-                                "parent_id"]
+                                "parent_id", "sweep_id", "queue_order"]
     ra = df[df.id == a].iloc[0]
     assert ra.best_val_loss == 1.3 and ra.last_train_loss == 1.1
     assert ra.trained_tokens == 1500 and ra.steps == 30 and ra.duration_s == 60.0
@@ -577,3 +577,16 @@ def test_batch_writer_round_trips_any_text_and_numbers(rows, message, meta):
     s = store.samples(rid)[0]
     assert (s["prompt"], s["completion"], s["meta"]) == (message, message[::-1], meta)
     store.delete_run(rid)
+
+
+def test_older_files_gain_the_queue_and_sweep_columns_and_table(droidft_home):
+    """A home made before the queue (no queue_order / sweep_id, no sweeps table) keeps working."""
+    con = duckdb.connect(str(paths.db_path()))
+    con.execute("CREATE TABLE runs (id VARCHAR PRIMARY KEY, name VARCHAR, status VARCHAR, created_at DOUBLE)")
+    con.execute("INSERT INTO runs VALUES ('old', 'legacy', 'queued', 1.0)")
+    con.close()
+    assert store.get_run("old")["queue_order"] is None and store.get_run("old")["sweep_id"] is None
+    new = store.create_run(method="sft", config={}, model="m", data="d", enqueue=True)
+    assert store.get_run(new)["queue_order"] == 1.0, "first in an empty queue"
+    sid = store.create_sweep(method="sft", spec={"grid": {"seed": [1, 2]}}, name="s")
+    assert store.sweeps(sid)[0]["spec"] == {"grid": {"seed": [1, 2]}}

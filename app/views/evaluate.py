@@ -6,7 +6,8 @@ import streamlit as st
 
 from charts import bar_chart
 from common import (
-    adapter_targets, allowed, attempt, call, empty, model_select, models, require_role, viewer_note)
+    adapter_targets, allowed, attempt, call, checkpoint_picker, empty, model_select, models, require_role,
+    viewer_note)
 from droidft import evaluate, store
 from droidft import studio as us
 from droidft.data import list_datasets
@@ -26,6 +27,8 @@ left, right = st.columns([2, 3])
 with left:
     model_path = model_select("Base model", found, key="ev.model")
     include_base = st.toggle("Include the base model", value=True, key="ev.base")
+    choices = us.with_checkpoint(choices, checkpoint_picker("ev.checkpoint"))
+    by_key = {c["key"]: c for c in choices}
 with right:
     usable = [c for c in choices if c["kind"] == "model" or us.same_base(c, model_path)]
     wanted = st.query_params.get("run")
@@ -76,7 +79,7 @@ report = st.session_state.get("ev.report")
 if report:
     st.subheader("Results")
     table = pd.DataFrame(report["table"])
-    table["target"] = table["target"].map(lambda t: run_names.get(t, t))
+    table["target"] = table["target"].map(lambda t: us.target_name(t, run_names))
     st.dataframe(table, hide_index=True, width="stretch")
     numbers = [c for c in table.columns if c not in ("target", "perplexity")]
     for col, metric in zip(st.columns(max(1, len(numbers))), numbers):
@@ -96,6 +99,6 @@ if not history:
     st.caption("No evaluations yet: results are kept here, per run and per fused model.")
 else:
     rows = pd.DataFrame(us.evaluation_rows(history))
-    rows["target"] = rows["target"].map(lambda t: run_names.get(t, t))
+    rows["target"] = rows["target"].map(lambda t: us.target_name(t, run_names))
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"value": st.column_config.NumberColumn("value", format="%.4f")})

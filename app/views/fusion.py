@@ -6,7 +6,8 @@ import streamlit as st
 
 from charts import schedule_chart
 from common import (
-    adapter_targets, allowed, attempt, call, empty, goto, model_select, models, require_role, viewer_note)
+    adapter_targets, allowed, attempt, call, checkpoint_picker, empty, goto, model_select, models,
+    require_role, viewer_note)
 from droidft import fusion, paths
 from droidft import studio as us
 from droidft.data import unique_path
@@ -28,6 +29,7 @@ if len(choices) < 2:
 if not found:
     st.stop()
 
+choices = us.with_checkpoint(choices, checkpoint_picker("fus.checkpoint"))
 by_key = {c["key"]: c for c in choices}
 model_path = model_select("Base model", found, key="fus.model")
 n_layers = next((m.get("num_layers") for m in found if m["path"] == model_path), None) or 1
@@ -38,7 +40,8 @@ picked = st.multiselect("Adapters to fuse (same base model)", [c["key"] for c in
 if len(picked) < 2:
     st.info("Pick two or more adapters.", icon=":material/lightbulb:")
     st.stop()
-labels = [by_key[k]["label"].split(" · ")[0] + f" ({by_key[k]['value'][-4:]})" for k in picked]
+labels = [by_key[k]["label"].split(" · ")[0] + f" ({(by_key[k].get('run_id') or by_key[k]['value'])[-4:]})"
+          for k in picked]
 
 c1, c2, c3 = st.columns(3)
 method = c1.selectbox("Method", list(fusion.METHODS), key="fus.method",

@@ -5,12 +5,14 @@ import time
 
 import streamlit as st
 
+from chart_controls import chart_controls
 from charts import series_chart
 from judge_panel import judge_panel
 from common import (
     POLL_SECONDS, allowed, also_watching, attempt, call, empty, goto, link, require_role, run_label,
     show_error, status_badge, viewer_note)
-from droidft import jobs, store
+from queue_controls import queue_buttons, queue_place, stop_countdown
+from droidft import jobs, queue, store
 from droidft import studio as us
 from export_section import export_section
 
@@ -42,12 +44,15 @@ with head:
     status_badge(run.get("status"))
     st.caption(f"{run.get('method', '').upper()} · model **{us.short_path(run.get('model'))}** · data "
                f"**{us.short_path(run.get('data'))}** · id `{run_id}`"
-               + (f" · BLAS: {us.short_blas(run['blas'])}" if run.get("blas") else ""),
+               + (f" · BLAS: {us.short_blas(run['blas'])}" if run.get("blas") else "")
+               + (f" · sweep `{run['sweep_id']}`" if run.get("sweep_id") else ""),
                help=f"model: {run.get('model')}\n\ndata: {run.get('data')}\n\nBLAS: {run.get('blas') or '?'}")
 with actions:
     buttons = st.container(horizontal=True, horizontal_alignment="right")
     active = run.get("status") in jobs.ACTIVE
-    if active:
+    if active and queue.is_waiting(run):
+        queue_buttons(buttons, run_id)
+    elif active:
         if buttons.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not allowed("stop"),
                           help=viewer_note("stop") or "Ends training after the current step and saves the adapter."):
             with attempt("stop the run"):
@@ -66,6 +71,9 @@ with actions:
         if run.get("adapter_path") and buttons.button("Compare with base", type="primary",
                                                       icon=":material/compare:", key="to_compare"):
             goto("compare", run=run_id)
+    if run.get("sweep_id") and buttons.button("Sweep", icon=":material/grid_view:", key="to_sweep",
+                                              type="tertiary"):
+        goto("sweep", sweep=run["sweep_id"])
     if buttons.button("Other run", icon=":material/swap_horiz:", key="other", type="tertiary"):
         del st.query_params["run"]
         st.rerun()
@@ -73,6 +81,14 @@ with actions:
 if run.get("status") == "failed" and run.get("error"):
     st.error(f"**The run failed.**\n\n```\n{run['error'][-3000:]}\n```\n\nFix the cause shown above, "
              "then Resume (it restarts from the last checkpoint) or start a new run.", icon=":material/error:")
+elif not active and jobs.end_reason(run):
+    st.info(f"**Why it ended:** {jobs.end_reason(run)}", icon=":material/info:")
+if not active:
+    best = call(jobs.best_adapter, run_id, default=None)
+    if best:
+        st.caption(f":material/star: Best adapter: step {best['step']}, {str(best['metric']).replace('_', ' ')} "
+                   f"{us.fmt_number(best['value'])} — Compare, Fusion and Evaluate use it unless you pick "
+                   "the last one.")
 
 
 # -- the live part --------------------------------------------------------------------------
@@ -116,6 +132,34 @@ def _poll(run_id: str) -> dict:
     return entry
 
 
+LOG_CHARTS = ("loss", "reward", "KL")  # y-axis titles the log-scale toggle applies to
+
+
+def _chart_specs(run_id: str, frame, view) -> list[tuple[str, dict]]:
+    """The charts' Vega-Lite specs, rebuilt only when new rows arrived (or the view changed):
+    a poll that found nothing new sends the very same charts again."""
+    import altair as alt
+
+    cache = st.session_state.setdefault("monitor_charts", {})
+    for other in [k for k in cache if k != run_id]:  # only the run on screen, as in _poll
+        del cache[other]
+    version = (len(frame), float(frame["time"].max()), view.key())
+    entry = cache.get(run_id)
+    if entry is None or entry["version"] != version:
+        shown = us.downsample(frame, max_points=CHART_POINTS, by=("name",))
+        specs = []
+        with alt.data_transformers.disable_max_rows():
+            for title, names, y_title in us.chart_groups(set(shown["name"])):
+                chart = series_chart(shown, names, y_title=y_title, labels=us.series_labels(names),
+                                     zero=y_title in ("GB", "tokens/s", "tokens"),
+                                     log=view.log and y_title in LOG_CHARTS, smoothing=view.smoothing,
+                                     steps=view.steps)
+                specs.append((title, chart.to_dict()))
+        entry = cache[run_id] = {"version": version, "specs": specs}
+        st.session_state["monitor_chart_builds"] = st.session_state.get("monitor_chart_builds", 0) + 1
+    return entry["specs"]
+
+
 @st.fragment(run_every=POLL_SECONDS if active else None)
 def live(run_id: str) -> None:
     try:
@@ -124,14 +168,19 @@ def live(run_id: str) -> None:
         show_error(exc, "read the run's progress")
         return
     current = entry["run"] or run
-    if current.get("status") != run.get("status"):
-        st.rerun()  # started or ended: redraw the whole page (status, buttons, polling or not)
+    if current.get("status") != run.get("status") or queue.is_waiting(current) != queue.is_waiting(run):
+        st.rerun()  # left the queue, started or ended: redraw the page (status, buttons, polling)
     frame = entry["frame"]
     progress = us.run_progress(current, frame)
-    if current.get("status") == "queued":
+    if queue.is_waiting(current):
+        st.progress(0.0, text="Waiting in the queue")
+        queue_place(current)
+    elif current.get("status") == "queued":
         st.progress(0.0, text="Starting: loading the model and data...")
     else:
         st.progress(progress.fraction, text=progress.text)
+    if current.get("status") in jobs.ACTIVE and not queue.is_waiting(current):
+        stop_countdown(run_id)
     if entry["busy"]:
         st.caption("The run database is busy; retrying.")
     if note := jobs.silence(current):  # alive but silent: hung, paused or unable to write
@@ -156,15 +205,12 @@ def live(run_id: str) -> None:
                 if current.get("status") in jobs.ACTIVE else "This run recorded no metrics.",
                 icon=":material/hourglass_top:")
     else:
-        groups = us.chart_groups(set(frame["name"]))
-        drawn = us.downsample(frame, max_points=CHART_POINTS, by=("name",))
+        view = chart_controls("monitor.view", frame)
         cols = st.columns(2)
-        for i, (title, names, y_title) in enumerate(groups):
+        for i, (title, spec) in enumerate(_chart_specs(run_id, frame, view)):
             with cols[i % 2]:
                 st.markdown(f"**{title}**")
-                st.altair_chart(series_chart(drawn, names, y_title=y_title, labels=us.series_labels(names),
-                                             zero=y_title in ("GB", "tokens/s", "tokens")),
-                                width="stretch", key=f"chart_{title}")
+                st.vega_lite_chart(spec, width="stretch", key=f"chart_{title}")
 
     config = current.get("config") or {}
     if (config.get("ranks_per_host") or 1) > 1 or config.get("hosts") or config.get("hostfile"):

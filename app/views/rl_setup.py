@@ -6,6 +6,7 @@ gets one."""
 import streamlit as st
 
 from common import allowed, attempt, call, goto, link, lora_keys, require_role, viewer_note
+from sweep_form import sweep_section
 from forms import config_form, init_state, model_and_data
 from droidft import jobs, methods, security
 from droidft import studio as us
@@ -111,3 +112,4 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:",
     with attempt("start the run"), st.spinner("Checking the model and data, then starting..."):
         require_role("start")
         goto("monitor", run=jobs.start(config))
+sweep_section(P, config, [s for s in specs if s.name not in skip], problems)

@@ -3,10 +3,12 @@ resume, delete, download, export (GGUF, Ollama, MLX, LM Studio, PEFT, Hub); the 
 
 import streamlit as st
 
+from chart_controls import chart_controls
 from charts import overlay_chart
-from common import allowed, attempt, call, empty, goto, require_role, show_error, viewer_note
+from common import allowed, attempt, call, empty, goto, link, require_role, show_error, viewer_note
 from export_section import export_section
-from droidft import jobs, store
+from queue_controls import queue_buttons, queue_panel
+from droidft import jobs, queue, store
 from droidft import studio as us
 
 st.title("Sessions")
@@ -21,6 +23,16 @@ if len(summaries) == 0:
     empty("No runs yet. Start the demo fine-tune on Home, or set up a run.", "home", "Go to Home")
     st.stop()
 
+queue_panel()
+sweep_ids = [s for s in summaries["sweep_id"].dropna().unique()] if "sweep_id" in summaries else []
+if sweep_ids:
+    with st.expander(f"Sweeps ({len(sweep_ids)})", icon=":material/grid_view:"):
+        for sweep in (call(store.sweeps, doing="read the sweeps", default=[]) or [])[:20]:
+            mine = summaries[summaries["sweep_id"] == sweep["id"]]
+            done = int(mine["status"].isin(jobs.TERMINAL).sum())
+            link("sweep", f"{sweep.get('name') or sweep['id']} · {sweep.get('method')} · {done}/{len(mine)} "
+                          f"trials ended", sweep=sweep["id"])
+
 # -- filters --------------------------------------------------------------------------------
 f1, f2, f3 = st.columns([2, 2, 3])
 statuses = f1.multiselect("Status", sorted(summaries["status"].dropna().unique()), key="f_status",
@@ -30,6 +42,8 @@ methods = f2.multiselect("Method", sorted(summaries["method"].dropna().unique())
 text = f3.text_input("Search", key="f_text", placeholder="name, model or dataset contains...")
 table = us.filter_runs(summaries, statuses=statuses, methods=methods, text=text)
 view = us.runs_table(table)
+places = call(queue.positions, default={}) or {}
+view["status"] = [us.queue_status({"id": i, "status": st_}, places) for i, st_ in zip(view["id"], view["status"])]
 # ?select=ID,ID pre-selects runs (shareable links; Monitor and tests link here that way)
 wanted = [r for r in st.query_params.get("select", "").split(",") if r]
 default_rows = [i for i, rid in enumerate(view["id"]) if rid in wanted]
@@ -77,7 +91,10 @@ if picked:
     if frame is not None and len(frame):
         frame = us.downsample(frame, max_points=1500)
         frame["run"] = frame["run_id"].map(lambda r: f"{names_by_id.get(r, r)} ({r[-4:]})")
-        st.altair_chart(overlay_chart(frame, metric or "train_loss"), width="stretch")
+        chosen = metric or "train_loss"
+        view_ = chart_controls("sessions.view", frame, log_default="loss" in chosen)
+        st.altair_chart(overlay_chart(frame, chosen, log=view_.log, smoothing=view_.smoothing, steps=view_.steps),
+                        width="stretch")
     elif frame is not None:
         st.caption("The selected runs recorded no values of this metric.")
 
@@ -129,19 +146,24 @@ if len(picked) == 1:
     run = call(jobs.get, picked[0], doing="open the run")
     if run:
         st.subheader(run.get("name") or run["id"])
-        st.caption(f"id `{run['id']}` · {run.get('status')} · created {us.fmt_time(run.get('created_at'))}"
-                   + (f" · resumed from `{run['parent_id']}`" if run.get("parent_id") else ""))
+        st.caption(f"id `{run['id']}` · {us.queue_status(run, places)} · created {us.fmt_time(run.get('created_at'))}"
+                   + (f" · resumed from `{run['parent_id']}`" if run.get("parent_id") else "")
+                   + (f" · {jobs.end_reason(run)}" if jobs.end_reason(run) else ""))
         bar = st.container(horizontal=True)
         if bar.button("Monitor", icon=":material/monitoring:", key="open_monitor"):
             goto("monitor", run=run["id"])
         if run.get("adapter_path") and bar.button("Compare", icon=":material/compare:", key="open_compare"):
             goto("compare", run=run["id"])
+        if run.get("sweep_id") and bar.button("Sweep", icon=":material/grid_view:", key="open_sweep"):
+            goto("sweep", sweep=run["sweep_id"])
         if run.get("status") in ("stopped", "failed") and bar.button(
                 "Resume", icon=":material/play_circle:", key="resume", disabled=not allowed("resume")):
             with attempt("resume the run"):
                 require_role("resume")
                 goto("monitor", run=jobs.resume(run["id"]))
-        if run.get("status") in jobs.ACTIVE:
+        if queue.is_waiting(run):
+            queue_buttons(bar, run["id"], key="one")
+        elif run.get("status") in jobs.ACTIVE:
             if bar.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not allowed("stop")):
                 with attempt("stop the run"):
                     require_role("stop")

@@ -6,6 +6,7 @@ import streamlit as st
 from common import (
     allowed, attempt, call, data_mtime, goto, lora_keys, machine, require_role, token_stats,
     viewer_note)
+from sweep_form import sweep_section
 from forms import apply_values, config_form, init_state, model_and_data
 from droidft import estimate, jobs
 from droidft import studio as us
@@ -114,3 +115,4 @@ if st.button("Start training", type="primary", icon=":material/play_arrow:",
         require_role("start")
         run_id = jobs.start(config)
         goto("monitor", run=run_id)
+sweep_section(P, config, specs, problems)

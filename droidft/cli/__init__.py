@@ -6,7 +6,8 @@ the run id as their last line. Bad input exits non-zero with one clear line.
 One module per command group, each with `add_commands(subparsers)`:
 models (demo-model, models ...), train (train METHOD), data (sample-data, data import), rewards, inference
 (generate, compare), fusion (fuse), evaluate (eval), export, security (set-password, unlock), serve (the
-dashboard), runs (runs, show, metrics, logs, stop, resume, command). `python -m droidft.cli` runs `main`.
+dashboard), runs (runs, show, metrics, logs, stop, resume, command), queue (queue, settings), sweep (sweep).
+`python -m droidft.cli` runs `main`.
 """
 
 from __future__ import annotations
@@ -15,33 +16,36 @@ import argparse
 import sys
 
 from .. import store
-from . import data, evaluate, export, fusion, inference, models, rewards, runs, security, serve, train
+from . import data, evaluate, export, fusion, inference, models, queue, rewards, runs, security, serve, sweep, train
 
 EXIT_BAD_INPUT = 2
 # Commands that run MLX in this process (not in a worker) and so want OpenBLAS on Linux.
 COMPUTE_COMMANDS = {"generate", "compare", "fuse", "eval", "export"}  # demo-model builds in its own OpenBLAS child
 # The order `droidft --help` lists them in.
-COMMAND_GROUPS = (models, train, data, rewards, inference, fusion, evaluate, export, security, serve, runs)
+COMMAND_GROUPS = (models, train, data, rewards, inference, fusion, evaluate, export, security, serve, runs,
+                  queue, sweep)
+# Groups whose options come from importing every training method (mlx-lm, transformers).
+HEAVY_GROUPS = (train, sweep)
 
 
 def _other_commands() -> set[str]:
-    """The command names of every group but `train` (cheap to build)."""
+    """The command names of every group but the heavy ones (cheap to build)."""
     sub = argparse.ArgumentParser().add_subparsers()
     for group in COMMAND_GROUPS:
-        if group is not train:
+        if group not in HEAVY_GROUPS:
             group.add_commands(sub)
     return set(sub.choices)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The whole CLI; given the arguments of a command that is not `train`, without the train
-    group, whose options come from importing every training method (mlx-lm, transformers:
+    """The whole CLI; given the arguments of a command that is not `train` or `sweep`, without
+    those groups, whose options come from importing every training method (mlx-lm, transformers:
     seconds that `droidft runs` or `droidft models search` need not wait)."""
-    skip_train = bool(argv) and argv[0] in _other_commands()
+    skip_heavy = bool(argv) and argv[0] in _other_commands()
     parser = argparse.ArgumentParser(prog="droidft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
-        if not (skip_train and group is train):
+        if not (skip_heavy and group in HEAVY_GROUPS):
             group.add_commands(sub)
     return parser
 

@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import sys
 
-from .. import jobs, store
+from .. import jobs, queue, store
 from .common import fmt_time, follow, print_json
 
 
-def _run_row(run: dict) -> dict:
+def _run_row(run: dict, positions: dict | None = None) -> dict:
     keys = ("id", "name", "method", "status", "model", "data", "adapter_path", "parent_id",
-            "created_at", "started_at", "ended_at", "pid", "blas", "error")
-    return {k: run.get(k) for k in keys}
+            "created_at", "started_at", "ended_at", "pid", "blas", "error", "sweep_id")
+    row = {k: run.get(k) for k in keys}
+    row["queue_position"] = (positions or {}).get(run["id"])  # None unless waiting in the queue
+    row["end_reason"] = jobs.end_reason(run)
+    return row
 
 
 def cmd_runs(args) -> int:
     runs = jobs.list_runs()
+    places = queue.positions(runs)
     if args.json:
-        print_json([_run_row(r) for r in runs])
+        print_json([_run_row(r, places) for r in runs])
         return 0
     if not runs:
         print("no runs yet: try `droidft train sft --model demo --data demo`")
         return 0
     print(f"{'id':22} {'status':10} {'method':7} name")
     for r in runs:
-        print(f"{r['id']:22} {r['status']:10} {r['method']:7} {r.get('name') or ''}")
+        status = f"queued #{places[r['id']]}" if r["id"] in places else r["status"]
+        print(f"{r['id']:22} {status:10} {r['method']:7} {r.get('name') or ''}")
     return 0
 
 
@@ -32,11 +37,13 @@ def cmd_show(args) -> int:
     run = jobs.get(args.run)
     latest = store.latest_metrics(args.run)
     arts = store.artifacts(args.run)
+    best = jobs.best_adapter(args.run) or {}
+    row = {**_run_row(run, queue.positions()), "best_adapter_path": best.get("path"),
+           "best_step": best.get("step"), "best_metric": best.get("metric"), "best_value": best.get("value")}
     if args.json:
-        print_json({**_run_row(run), "config": run.get("config"), "latest_metrics": latest,
-                     "artifacts": arts})
+        print_json({**row, "config": run.get("config"), "latest_metrics": latest, "artifacts": arts})
         return 0
-    for key, value in _run_row(run).items():
+    for key, value in row.items():
         if key.endswith("_at"):
             value = fmt_time(value)
         if value is not None:
@@ -70,8 +77,13 @@ def cmd_logs(args) -> int:
 
 
 def cmd_stop(args) -> int:
+    if args.now:
+        run = jobs.stop_now(args.run, reason="stopped now from the command line")
+        print(f"run {args.run} {run['status']}: {jobs.end_reason(run) or ''}".rstrip(": "))
+        return 0
     jobs.stop(args.run)
-    print(f"stop requested for {args.run}; it saves its adapter and ends as 'stopped'")
+    print(f"stop requested for {args.run}; it saves its adapter and ends as 'stopped' "
+          f"(if a long step keeps it busy, `droidft stop {args.run} --now` ends it at once)")
     if args.wait:
         run = jobs.wait(args.run)
         print(f"run {args.run} {run['status']}")
@@ -117,6 +129,9 @@ def add_commands(sub) -> None:
             p.add_argument("--lines", type=int, default=200)
         if name in ("stop", "resume"):
             p.add_argument("--wait", action="store_true")
+        if name == "stop":
+            p.add_argument("--now", action="store_true",
+                           help="end the worker at once (SIGTERM, then SIGKILL), keeping the last checkpoint")
         if name == "command":
             p.add_argument("--yaml", action="store_true")
         p.set_defaults(func=func)

@@ -26,6 +26,7 @@ SFT_FLAGS = {  # CLI flag dest -> config field
     "save_every": "save_every", "val_batches": "val_batches", "seed": "seed",
     "grad_accumulation_steps": "grad_accumulation_steps", "warmup_steps": "warmup_steps",
     "quantize_bits": "quantize_bits", "blas": "blas",
+    "early_stop_patience": "early_stop_patience", "early_stop_min_delta": "early_stop_min_delta",
 }
 
 
@@ -191,6 +192,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize-bits", type=int, help="QLoRA: quantise the base to this many bits")
     p.add_argument("--seed", type=int)
     p.add_argument("--blas", choices=["auto", "openblas", "reference"])
+    p.add_argument("--early-stop-patience", type=int, metavar="N",
+                   help="end the run (as completed) after N validations without improvement")
+    p.add_argument("--early-stop-min-delta", type=float, metavar="D",
+                   help="the least change in the validation metric that counts as improvement")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other config field (YAML value)")
     p.add_argument("--print-command", action="store_true", help="print the stock mlx_lm command and exit")
     p.add_argument("--wait", action="store_true", help="block until the run ends; non-zero unless completed")

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from .. import paths, store
+from .. import paths, queue, store
 from .core import TARGETS, export
 from .source import ExportError
 
@@ -21,6 +21,7 @@ OPTIONS = ("name", "quantize", "repo_id", "upload", "private", "update")
 STARTUP_GRACE_S = 60.0
 FLUSH_S = 1.0
 _children: dict[str, subprocess.Popen] = {}
+LIGHT_TARGETS = ("peft",)  # a PEFT export renames tensors: it needs no run-queue slot
 
 
 def start(source: str, to: str, *, role: str | None = "owner", **options) -> str:
@@ -85,6 +86,17 @@ def wait(job_id: str, timeout: float = 600.0, poll: float = 0.5) -> dict:
         time.sleep(poll)
 
 
+def _slot(job_id: str):
+    """A run-queue slot for the export (fusing and converting compute like a training run and
+    would compete with one for the cores): the job waits, saying so, while runs hold them all."""
+    lease = queue.acquire("export", f"export {job_id}", wait=False)
+    while lease is None:
+        store.update_export(job_id, phase="waiting for a free run slot (training runs hold them all)",
+                            heartbeat_at=time.time())
+        lease = queue.acquire("export", f"export {job_id}", wait=True, timeout=5.0)
+    return lease
+
+
 def run(job_id: str) -> int:
     """The job process: run the export, reporting progress; 0 on success."""
     job = store.get_export(job_id)
@@ -102,13 +114,18 @@ def run(job_id: str) -> int:
                                 heartbeat_at=time.time())
 
     opts = {k: v for k, v in (job.get("options") or {}).items() if k in OPTIONS and v is not None}
+    lease = None
     try:
+        if job["target"] not in LIGHT_TARGETS:
+            lease = _slot(job_id)
         result = export(job["source"], job["target"], progress=progress, **opts)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the job's message
         msg = str(exc) if isinstance(exc, (ExportError, ValueError)) else f"{type(exc).__name__}: {exc}"
         store.update_export(job_id, status="failed", error=msg, ended_at=time.time())
         print(msg, file=sys.stderr)
         return 1
+    finally:
+        queue.release(lease)
     store.update_export(job_id, status="completed", phase="done", done=1.0, total=1.0, out=result.out,
                         artifact_id=result.artifact_id, ended_at=time.time())
     return 0

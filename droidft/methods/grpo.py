@@ -499,9 +499,8 @@ class RLCallback(StoreCallback):
 
     def __init__(self, ctx: RunContext, model, adapter_config: Path, best_metric: str = "val_loss",
                  higher_is_better: bool = False, drop: tuple = ()):
-        super().__init__(ctx, model=model, adapter_config=adapter_config)
-        self.best_metric = best_metric
-        self.sign = -1.0 if higher_is_better else 1.0
+        super().__init__(ctx, model=model, adapter_config=adapter_config, best_metric=best_metric,
+                         higher_is_better=higher_is_better)
         self.drop = set(drop)
         self.after_train_report = None
         self.extra_val: dict = {}
@@ -519,14 +518,7 @@ class RLCallback(StoreCallback):
         for key, value in values.items():
             if key != "iteration" and key not in self.drop:
                 self.ctx.metric(step, key, value)
-        score = values.get(self.best_metric)
-        if score is None or not math.isfinite(float(score)):
-            return
-        score = self.sign * float(score)
-        if step > 0 and self.model is not None and score < self.best_val and self.ctx.rank == 0:
-            self.best_val = score
-            self._save_best(step, self.sign * score)
-            self.ctx.state["best_metric"] = self.best_metric
+        self.track_best(step, values.get(self.best_metric))  # best adapter, early stopping
 
 
 def train_with_store(config, ctx: RunContext, model, model_path: Path, train, patches=()) -> None:
@@ -549,7 +541,7 @@ def train_with_store(config, ctx: RunContext, model, model_path: Path, train, pa
         except StopTraining as stop:
             last = stop.done
             ctx.state["stopped_at"] = last
-            ctx.log(f"stop requested: ending training after step {last}")
+            ctx.log(f"{ctx.early_stop or 'stop requested'}: ending training after step {last}")
             if ctx.rank == 0:
                 weights = dict(tree_flatten(model.trainable_parameters()))
                 mx.save_safetensors(str(ctx.adapter_dir / "adapters.safetensors"), weights)

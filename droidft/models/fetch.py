@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .. import disk, paths, store
+from .. import disk, paths, queue, store
 from .download import ACTIVE, DownloadError, bytes_present, converted_dir, etag_of, logs_dir, storage_folder
 from .hub import HubError, check_repo, endpoint, gated_message
 from .resolve import hf_cache_dir
@@ -197,6 +197,20 @@ def _assemble(check, revision: str | None) -> Path:
     return Path(folder)
 
 
+def compute_slot(stop: threading.Event, log, label: str) -> Path:
+    """A run-queue slot (droidft.queue) for the conversion: mlx-lm convert computes like a
+    training run and would compete with one for the cores, so it waits while runs hold every
+    slot (a cancel still ends the wait). The download itself needs none: it waits on the network."""
+    lease = queue.acquire("convert", label, wait=False)
+    if lease is None:
+        log("every run-queue slot is taken: the conversion waits for one")
+    while lease is None:
+        if stop.wait(1.0):
+            raise Cancelled()
+        lease = queue.acquire("convert", label, wait=False)
+    return lease
+
+
 def convert(snapshot: Path, repo_id: str, bits: int) -> Path:
     """An MLX `bits`-bit copy of a downloaded Hugging Face model (mlx-lm's own convert)."""
     import shutil
@@ -304,7 +318,11 @@ def run(job_id: str, check=None, on_flush=None) -> str:
             bits = job.get("quantize_bits")
             if bits:
                 progress.flush(phase="converting")
-                path = convert(path, repo_id, int(bits))
+                lease = compute_slot(stop, log, f"converting {repo_id} to {bits}-bit")
+                try:
+                    path = convert(path, repo_id, int(bits))
+                finally:
+                    queue.release(lease)
         status = "completed"
     except Cancelled:
         status, error = "cancelled", "Cancelled; pull again to resume from the bytes already here."

@@ -100,3 +100,25 @@ STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/direction
                 "failed": ":material/error:"}
 STATUS_COLORS = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange",
                  "failed": "red"}
+
+
+def fmt_start(ts: float | None, now: float | None = None) -> str:
+    """An estimated start as 'in about 6 min (17:35)'."""
+    if ts is None:
+        return "start time unknown"
+    now = time.time() if now is None else now
+    wait = ts - now
+    clock = time.strftime("%H:%M", time.localtime(ts))
+    if wait < 5:
+        return "starts any moment"
+    if wait < 90:
+        return f"starts in about {wait:.0f} s ({clock})"
+    if wait < 5400:
+        return f"starts in about {wait / 60:.0f} min ({clock})"
+    return f"starts in about {wait / 3600:.1f} h ({clock})"
+
+
+def queue_status(run: dict, positions: dict) -> str:
+    """'queued #2' for a waiting run, else its status."""
+    place = positions.get(run.get("id"))
+    return f"queued #{place}" if place else str(run.get("status") or "?")

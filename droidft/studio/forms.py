@@ -43,6 +43,10 @@ HELP = {
                                "(a larger effective batch without more memory).",
     "grad_checkpoint": "Recompute activations in the backward pass: much less memory, ~30% slower.",
     "mask_prompt": "Train only on the answer (the assistant turn), not on the prompt.",
+    "early_stop_patience": "End the run early (as completed) after this many validations in a row "
+                           "without improvement (loss; reward for GRPO). Empty = train every step.",
+    "early_stop_min_delta": "How much the validation metric must improve to count as improvement "
+                            "for early stopping.",
     "lora_parameters.rank": "Adapter rank: capacity of the adapter. 8 is typical; 16-64 for bigger changes.",
     "lora_parameters.scale": "Adapter scale (alpha): how strongly the adapter changes the output.",
     "lora_parameters.dropout": "Dropout inside the adapter, against overfitting small datasets.",
@@ -93,7 +97,8 @@ GROUPS = {
     "Adapter": ("fine_tune_type", "num_layers", "lora_parameters", "quantize_bits", "quantize_group_size"),
     "Training": ("iters", "epochs", "batch_size", "learning_rate", "optimizer", "warmup_steps",
                  "grad_accumulation_steps", "max_seq_length", "mask_prompt", "grad_checkpoint"),
-    "Evaluation and saving": ("steps_per_report", "steps_per_eval", "val_batches", "save_every"),
+    "Evaluation and saving": ("steps_per_report", "steps_per_eval", "val_batches", "save_every",
+                              "early_stop_patience", "early_stop_min_delta"),
     "Machines": ("hosts", "hostfile", "ranks_per_host", "distributed_backend"),
 }
 # set by the app itself (pickers, resume), not typed into the generic form

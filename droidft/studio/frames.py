@@ -154,3 +154,44 @@ def weight_table_frame(table: list[list[float]], labels: list[str]):
     rows = [{"layer": i, "adapter": labels[j], "weight": w} for i, row in enumerate(table)
             for j, w in enumerate(row)]
     return pd.DataFrame(rows)
+
+
+def ema(frame, weight: float, by=("run_id", "name")):
+    """`frame` with a `smoothed` column: each series' exponential moving average over steps
+    (TensorBoard's debiased form, so the first points are not pulled toward zero).
+    weight 0 = no smoothing, 0.99 = very smooth."""
+    import numpy as np
+
+    out = frame.sort_values("step", kind="stable").copy()
+    weight = min(max(float(weight or 0.0), 0.0), 0.999)
+    if weight == 0 or len(out) == 0:
+        out["smoothed"] = out["value"]
+        return out
+    keys = [c for c in by if c in out.columns]
+    parts = []
+    for _, group in (out.groupby(keys, sort=False) if keys else [(None, out)]):
+        values = group["value"].to_numpy(dtype=float)
+        smoothed, last, n = np.empty_like(values), 0.0, 0
+        for i, v in enumerate(values):
+            if math.isfinite(v):
+                last, n = last * weight + (1 - weight) * v, n + 1
+            smoothed[i] = last / (1 - weight ** n) if n else float("nan")
+        parts.append(group.assign(smoothed=smoothed))
+    import pandas as pd
+
+    return pd.concat(parts).sort_values("step", kind="stable")
+
+
+def visible(frame, steps: tuple[int, int] | None):
+    """Rows within a (first, last) step range; all rows when `steps` is None."""
+    if steps is None or frame is None or len(frame) == 0:
+        return frame
+    return frame[(frame["step"] >= steps[0]) & (frame["step"] <= steps[1])]
+
+
+def scale_type(values, log: bool) -> str:
+    """linear, or for a log view: log when every value is positive, else symlog."""
+    if not log:
+        return "linear"
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return "log" if values and min(values) > 0 else "symlog"

@@ -54,3 +54,32 @@ def same_base(choice: dict, model_path: str | None) -> bool:
 def normalized(weights: list[float]) -> list[float]:
     total = sum(weights)
     return [w / total for w in weights] if total else weights
+
+
+CHECKPOINT_LABELS = {"best": "best (lowest validation loss; highest reward for GRPO)",
+                     "last": "last (where training ended)"}
+
+
+def with_checkpoint(choices: list[dict], which: str) -> list[dict]:
+    """Adapter choices (adapter_choices above) with each run's value set to its best or
+    last adapter (`RUN@best` when the run kept a best one) and the label saying which."""
+    from ..adapters import adapter_ref
+
+    out = []
+    for c in choices:
+        if c.get("run_id") and c.get("kind") == "adapter":
+            try:
+                value = adapter_ref(c["run_id"], which)
+            except Exception:  # noqa: BLE001 - unreadable run: its last adapter
+                value = c["run_id"]
+            c = {**c, "value": value, "label": c["label"] + (" · best" if value.endswith("@best") else " · last")}
+        out.append(c)
+    return out
+
+
+def target_name(target: str, run_names: dict) -> str:
+    """A result row's target as the run's name, '(best)' for a best adapter."""
+    base, _, which = str(target).rpartition("@")
+    if which in ("best", "last") and base in run_names:
+        return f"{run_names[base]} ({which})"
+    return run_names.get(target, target)

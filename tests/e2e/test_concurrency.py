@@ -12,8 +12,10 @@ ITERS = 300  # ~30-60 s each on 2 cores, both at once
 
 
 def test_two_runs_watched_by_four_tabs_lose_nothing(server, server_home, browser):
-    from droidft import jobs, paths, store
+    from droidft import jobs, paths, settings, store
     from droidft.config import LoraParameters, SFTConfig
+
+    settings.set("max_concurrent_runs", 2)  # two at once, whatever this machine would queue
 
     config = SFTConfig(model="demo", data="demo", iters=ITERS, batch_size=4, steps_per_report=1,
                        steps_per_eval=100, save_every=100, val_batches=1, max_seq_length=128,
@@ -44,6 +46,7 @@ def test_two_runs_watched_by_four_tabs_lose_nothing(server, server_home, browser
                 assert bad not in text, (bad, tab.url)
     finally:
         context.close()
+        settings.set("max_concurrent_runs", "auto")  # the later journeys share this home
         for run_id in runs:
             if store.get_run(run_id)["status"] in jobs.ACTIVE:
                 jobs.stop(run_id)
