@@ -40,7 +40,7 @@ def main() -> None:
 
     from droidft import jobs, settings, store
     from droidft.config import LoraParameters, SFTConfig
-    from droidft.demo_model import demo_model_path
+    from droidft.models.demo import demo_model_path
 
     demo_model_path()
     settings.set("max_concurrent_runs", 1)
