@@ -92,9 +92,9 @@ def median_ms(fn, n=40) -> Timing:
 
 
 def single_process(attach: bool) -> list[tuple[str, str]]:
-    from droidft import store
+    from droidft import store, store_db
 
-    store.USE_ATTACH = attach
+    store_db.USE_ATTACH = attach  # the tunable lives with the connection code
     fresh_home()
     rid = store.create_run(method="sft", config={}, model="m", data="d")
     step = iter(range(10**9))
@@ -125,7 +125,7 @@ def single_process(attach: bool) -> list[tuple[str, str]]:
     import duckdb
     out.append(("duckdb alone: connect(':memory:') + close",
                 f"{median_ms(lambda: duckdb.connect(':memory:').close()):.1f} ms"))
-    store.USE_ATTACH = True
+    store_db.USE_ATTACH = True
     return out
 
 

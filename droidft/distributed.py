@@ -208,7 +208,7 @@ def run_rank(run_id: str) -> int:
         raise
     finally:
         writer.close()
-        if rank != 0:  # the RL trainers' own saves on this rank (methods.grpo.output_dir)
+        if rank != 0:  # the RL trainers' own saves on this rank (methods.rl_training.output_dir)
             import shutil
 
             shutil.rmtree(run_dir / f"rank{rank}-adapters", ignore_errors=True)

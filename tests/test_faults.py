@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from droidft import jobs, store
+from droidft import jobs, paths, store
 from droidft.config import ConfigError, LoraParameters
 from helpers import demo_sft, wait_for
 
@@ -168,7 +168,7 @@ def database_intact(earlier_id: str, earlier_steps: list[int]) -> None:
     """A fresh DuckDB connection opens the file and the earlier run is whole."""
     import duckdb
 
-    con = duckdb.connect(str(store.paths.db_path()), read_only=True)
+    con = duckdb.connect(str(paths.db_path()), read_only=True)
     try:
         status = con.execute("SELECT status FROM runs WHERE id = ?", [earlier_id]).fetchone()[0]
         steps = [r[0] for r in con.execute("SELECT step FROM metrics WHERE run_id = ? AND name = "

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from droidft import paths, store
+from droidft import paths, store, store_db
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -250,7 +250,7 @@ def test_recovers_from_a_stale_attachment(tmp_path):
     other = tmp_path / "other.duckdb"
     duckdb.connect(str(other)).close()
     store.list_runs()
-    store._engine_con().execute(f"ATTACH '{other}' AS {store._ALIAS}")  # as if DETACH had failed
+    store_db._engine_con().execute(f"ATTACH '{other}' AS {store_db._ALIAS}")  # as if DETACH had failed
     rid = make_run()
     assert store.get_run(rid)["id"] == rid
 
@@ -370,10 +370,10 @@ def test_threads_of_one_process_share_the_store():
 
 HOLDER = textwrap.dedent("""
     import sys, time, duckdb
-    from droidft import store
+    from droidft import paths, store
     mode, seconds = sys.argv[1], float(sys.argv[2])
     if mode == "raw":      # a foreign process: plain duckdb, no sidecar lock
-        con = duckdb.connect(store.paths.db_path().as_posix())
+        con = duckdb.connect(paths.db_path().as_posix())
         print("locked", flush=True); time.sleep(seconds); con.close()
     else:                  # another droidft process holding a write connection too long
         with store.connect(read_only=False):
@@ -397,7 +397,7 @@ def test_batch_writer_keeps_rows_while_the_db_is_locked(tmp_path, monkeypatch, m
     w.metric(0, "loss", 1.0)
     assert w.flush()
     holder = hold_lock(tmp_path, mode, 4.0)  # far longer than the 0.2 s busy timeout below
-    monkeypatch.setattr(store, "BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(store_db, "BUSY_TIMEOUT", 0.2)
     for s in range(1, 51):
         w.metric(s, "loss", float(s))
     w.event("while locked")
@@ -430,7 +430,7 @@ def test_writer_close_waits_for_a_busy_db(tmp_path, monkeypatch):
     for s in range(20):
         w.metric(s, "loss", 1.0)
     holder = hold_lock(tmp_path, "store", 1.0)
-    monkeypatch.setattr(store, "BUSY_TIMEOUT", 0.3)
+    monkeypatch.setattr(store_db, "BUSY_TIMEOUT", 0.3)
     w.close(timeout=10)  # retries its busy flushes until the holder lets go
     holder.wait(timeout=10)
     assert len(store.metrics(rid)) == 20

@@ -29,10 +29,11 @@ from typing import ClassVar
 from ..config import _finite
 from ..reporting import RunContext
 from . import Method, register
-from .grpo import (RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy,
-                   load_reference, output_dir, patched, read_jsonl, resolve_data, seed_everything,
-                   steps_per_save, train_with_store, write_adapter_config)
 from .preference import DPO_LOSS_TYPES
+from .rl_training import (
+    RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference,
+    output_dir, patched, read_jsonl, resolve_data, seed_everything, steps_per_save,
+    train_with_store, write_adapter_config)
 
 DSLA_LOSSES = ("dpo", "orpo", "cpo")
 LOSS_TYPES = DPO_LOSS_TYPES

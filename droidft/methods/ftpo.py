@@ -32,10 +32,10 @@ from typing import ClassVar
 from ..config import _finite
 from ..reporting import RunContext
 from . import Method, register
-from .grpo import (RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference,
-                   output_dir, patched, read_jsonl, resolve_data, seed_everything, train_with_store,
-                   write_adapter_config)
 from .klpo import TimedCallback
+from .rl_training import (
+    RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference, output_dir,
+    patched, read_jsonl, resolve_data, seed_everything, train_with_store, write_adapter_config)
 
 
 @dataclass

@@ -28,9 +28,10 @@ from .. import rewards
 from ..config import _finite, _positive_int
 from ..reporting import RunContext
 from . import Method, register
-from .grpo import (RLCallback, RLTrainingConfig, RolloutRecorder, build_optimizer, grpo_datasets,
-                   initial_weights, load_policy, output_dir, patched, resolve_data, reward_args,
-                   seed_everything, steps_per_save, train_with_store, write_adapter_config)
+from .grpo import RolloutRecorder, grpo_datasets, reward_args
+from .rl_training import (
+    RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy, output_dir, patched,
+    resolve_data, seed_everything, steps_per_save, train_with_store, write_adapter_config)
 
 ROUTES = ("token", "sequence")
 KL_ESTIMATORS = ("mc", "topk", "binary", "full")

@@ -35,13 +35,13 @@ from ..config import _finite, _positive_int
 from ..judges import HUMAN_FALLBACKS, JUDGE_KINDS, HumanJudge, ModelJudge, RewardJudge
 from ..reporting import RunContext
 from . import Method, register
-from .grpo import (RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy,
-                   load_reference, patched, read_jsonl, resolve_data, seed_everything,
-                   train_with_store, write_adapter_config)
 from .online_hooks import (GatedOptimizer, JudgeSession, StepMeter, evaluation, judge_classes,
                            preference_microbatches, rlhf_value_and_grad)
 from .online_losses import ppo_loss, rlhf_reinforce_logp_loss
 from .preference import DPO_LOSS_TYPES
+from .rl_training import (
+    RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference,
+    patched, read_jsonl, resolve_data, seed_everything, train_with_store, write_adapter_config)
 
 # Choices the dashboard offers (it looks for FIELD_NAME + "S").
 JUDGES = JUDGE_KINDS

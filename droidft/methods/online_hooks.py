@@ -102,7 +102,7 @@ class JudgeSession:
         try:
             verdicts = self.judge.compare(pairs)
         except StopWaiting:
-            from .grpo import StopTraining
+            from .rl_training import StopTraining
 
             raise StopTraining(int(self.ctx.state.get("step", 0))) from None
         self.skipped = [i for i, v in enumerate(verdicts) if v.preferred is None]

@@ -25,9 +25,9 @@ from typing import ClassVar
 from ..config import _finite
 from ..reporting import RunContext
 from . import Method, register
-from .grpo import (RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy,
-                   load_reference, patched, read_jsonl, resolve_data, seed_everything,
-                   train_with_store, write_adapter_config)
+from .rl_training import (
+    RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference,
+    patched, read_jsonl, resolve_data, seed_everything, train_with_store, write_adapter_config)
 
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "dpop")
 LOSS_TYPES = DPO_LOSS_TYPES  # the dashboard looks for FIELD_NAME + "S"
