@@ -384,3 +384,19 @@ def test_serve_lan_makes_a_certificate_once_and_uses_https(tmp_path):
         cli.serve_command(args(plain_http=True))
     cmd, _, lines = cli.serve_command(args(lan=True, plain_http=True))
     assert "--server.sslCertFile" not in cmd and "clear text" in "\n".join(lines)
+
+
+def test_serve_keeps_the_port_streamlit_was_given(monkeypatch):
+    """`droidft serve` passes --server.port, which beats Streamlit's own STREAMLIT_SERVER_PORT:
+    without --port it must use that setting (bench_first_minute waited 30 min on its port)."""
+    import argparse
+
+    from droidft.cli import serve as cli
+
+    monkeypatch.setenv("STREAMLIT_SERVER_PORT", "8765")
+    sub = argparse.ArgumentParser().add_subparsers()
+    cli.add_commands(sub)
+    args = sub.choices["serve"].parse_args([])
+    cmd, _, lines = cli.serve_command(args)
+    assert cmd[cmd.index("--server.port") + 1] == "8765" and "8765" in lines[0]
+    assert sub.choices["serve"].parse_args(["--port", "9000"]).port == 9000

@@ -56,5 +56,7 @@ def add_commands(sub) -> None:
                    help="with --lan: no HTTPS (passwords cross the network in clear text)")
     p.add_argument("--cert", help="with --lan: your own certificate (PEM) instead of the self-signed one")
     p.add_argument("--key", help="with --cert: its private key (PEM)")
-    p.add_argument("--port", type=int, default=8501)
+    # Streamlit's own setting (env or .streamlit/config.toml) when no --port is given
+    p.add_argument("--port", type=int, default=int(os.environ.get("STREAMLIT_SERVER_PORT") or 8501),
+                   help="default: $STREAMLIT_SERVER_PORT, else 8501")
     p.set_defaults(func=cmd_serve)
