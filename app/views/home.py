@@ -21,7 +21,7 @@ with st.container(border=True):
         st.subheader("Try it in one minute")
         st.markdown(
             "Fine-tune the small built-in **demo model** on the built-in **demo chat data**. "
-            f"It trains for real on this machine: {us.demo_config().iters} steps, about 10 seconds on "
+            f"It trains for real on this machine: {us.demo_config().iters} steps, about half a minute on "
             "2 CPU cores with OpenBLAS. Then ask both models the same question."
         )
     with right:
