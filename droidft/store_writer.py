@@ -18,7 +18,9 @@ class BatchWriter:
     """Buffers a worker's metric, event and sample rows and writes them in one short
     transaction (with a heartbeat) at most once per `interval`, so the write lock is held
     ~15-20 ms a second per run and readers rarely wait. Rows survive a busy database: they
-    stay buffered until a later flush gets through."""
+    stay buffered until a later flush gets through. The run's first metric row is written
+    at once (the background thread wakes for it), so the chart's first point does not
+    wait for the next tick."""
 
     def __init__(self, run_id: str, interval: float = 1.0):
         self.run_id = run_id
@@ -30,6 +32,8 @@ class BatchWriter:
         self._samples: list[tuple] = []
         self._last_flush = time.monotonic()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop and by the first metric row
+        self._first_metric_seen = False
         self._thread: threading.Thread | None = None
         self.flushes = 0          # successful write transactions
         self.busy_flushes = 0     # flushes that met StoreBusy and kept their rows
@@ -39,6 +43,9 @@ class BatchWriter:
         row = _metric_row(self.run_id, step, name, value, time)
         with self._buf_lock:
             self._metrics.append(row)
+            first, self._first_metric_seen = not self._first_metric_seen, True
+        if first:
+            self._wake.set()
 
     def event(self, message: str, level: str = "info") -> None:
         row = _event_row(self.run_id, time.time(), level, message)
@@ -94,7 +101,11 @@ class BatchWriter:
             return True
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.flush()
             except Exception as exc:  # keep beating; the rows are still buffered
@@ -116,6 +127,7 @@ class BatchWriter:
         `timeout` seconds (a busy database, or a full disk being cleared); raises if rows are
         still unwritten after that."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None

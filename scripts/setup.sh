@@ -14,5 +14,5 @@ echo "droidft: installing Python packages into .venv ..."
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e ".${extras}"
 echo "droidft: checking the demo model and this machine's BLAS ..."
-.venv/bin/droidft demo-model >/dev/null
+.venv/bin/droidft demo-model --warm >/dev/null
 .venv/bin/python -m droidft.blas --env >/dev/null || true

@@ -335,6 +335,23 @@ def test_batch_writer_background_thread_beats_the_heartbeat():
     assert len(store.metrics(rid)) == 200  # close() flushed the rest
     assert w.flushes >= 2
 
+def test_batch_writer_writes_the_first_metric_at_once():
+    """The chart's first point must not wait for the next tick of a slow interval; later
+    rows still wait for it (one short transaction a tick)."""
+    rid = make_run()
+    with store.BatchWriter(rid, interval=30) as w:
+        w.start_background()
+        t0 = time.monotonic()
+        w.metric(0, "val_loss", 2.0)
+        while not store.metrics(rid) and time.monotonic() - t0 < 10:
+            time.sleep(0.02)
+        assert [m["name"] for m in store.metrics(rid)] == ["val_loss"]
+        assert time.monotonic() - t0 < 5
+        w.metric(1, "train_loss", 1.5)
+        time.sleep(0.5)
+        assert len(store.metrics(rid)) == 1  # the second row waits for the interval
+    assert len(store.metrics(rid)) == 2  # close() flushed it
+
 
 def test_threads_of_one_process_share_the_store():
     """A Streamlit server writes from one session while others poll: in one process DuckDB

@@ -21,6 +21,13 @@ def cmd_demo_model(args) -> int:
         print(build_demo_model(force=True, log=lambda m: print(m, file=sys.stderr)))
     else:
         print(demo_model_path())
+    if args.warm:
+        from ..kernels import warm
+
+        try:
+            warm(log=lambda m: print(f"droidft: {m}", file=sys.stderr))
+        except Exception as exc:  # a slow first run is not worth failing the install for
+            print(f"droidft: {exc} (the first fine-tune will compile them instead)", file=sys.stderr)
     return 0
 
 
@@ -135,6 +142,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("demo-model", help="print the demo model folder (shipped in data/droidft-demo)")
     p.add_argument("--force", action="store_true",
                    help="rebuild it from its recipe into data/models/ (1-2 minutes)")
+    p.add_argument("--warm", action="store_true",
+                   help="also compile MLX's CPU kernels for the demo fine-tune now, if not cached "
+                        "(the README's first command does; about 20 s once)")
     p.set_defaults(func=cmd_demo_model)
     p = sub.add_parser("models", help="models on this machine and on the Hugging Face Hub")
     msub = p.add_subparsers(dest="models_command", required=True)
