@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -35,6 +36,23 @@ PAGES = {
 }
 
 POLL_SECONDS = 0.5  # the Monitor's refresh period: with the worker's 1 s flush, a report shows within ~1.5 s
+
+
+def _import_methods() -> None:
+    """The first Start validates its config against the method registry, whose modules import
+    mlx-lm (~1.5 s on 2 cores), and the Monitor's first chart imports Altair: import them once
+    per server, off the first click's path."""
+    try:
+        import altair  # noqa: F401
+
+        from droidft import methods
+
+        methods.available()
+    except Exception:  # noqa: BLE001 - the click that needs them says what is wrong
+        pass
+
+
+threading.Thread(target=_import_methods, name="droidft-import-methods", daemon=True).start()
 
 
 def goto(page: str, **query) -> None:

@@ -114,7 +114,9 @@ def browser_journey(url: str, shots: Path) -> dict:
 
     times = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        # Not with LD_PRELOAD (scripts/blas-env.sh's OpenBLAS for MLX): Chromium crashes on it.
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"],
+                                    env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         button = page.get_by_role("button", name="Fine-tune the demo model")
