@@ -8,6 +8,7 @@ Third-party packages register theirs through the entry-point group
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable
@@ -29,6 +30,7 @@ class Method:
 
 _REGISTRY: dict[str, Method] = {}
 _loaded = False
+_load_lock = threading.RLock()
 
 
 def register(method: Method) -> Method:
@@ -37,21 +39,26 @@ def register(method: Method) -> Method:
 
 
 def _load() -> None:
+    """Import the built-in methods and the plugins once. Threads wait for the first load to
+    finish (the dashboard imports them in the background at start while a click may ask)."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group="droidft.methods"):
-        try:
-            loaded = ep.load()
-        except Exception as exc:  # a broken plugin must not take the app down
-            print(f"droidft: plugin {ep.name} failed to load: {exc}")
-            continue
-        for method in loaded if isinstance(loaded, (list, tuple)) else [loaded]:
-            if isinstance(method, Method):
-                register(method)
+    with _load_lock:
+        if _loaded:
+            return
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+        for ep in entry_points(group="droidft.methods"):
+            try:
+                loaded = ep.load()
+            except Exception as exc:  # a broken plugin must not take the app down
+                print(f"droidft: plugin {ep.name} failed to load: {exc}")
+                continue
+            for method in loaded if isinstance(loaded, (list, tuple)) else [loaded]:
+                if isinstance(method, Method):
+                    register(method)
+        _loaded = True
 
 
 def get(name: str) -> Method:
