@@ -43,8 +43,7 @@ def _import_methods() -> None:
     mlx-lm (~1.5 s on 2 cores), and the Monitor's first chart imports Altair: import them once
     per server, off the first click's path."""
     try:
-        import altair  # noqa: F401
-
+        __import__("altair")
         from droidft import methods
 
         methods.available()
@@ -453,6 +452,17 @@ def checkpoint_picker(key: str) -> str:
         format_func=lambda c: c, help="best: the adapter of the validation with the lowest loss (highest "
                                       "reward for GRPO and KLPO), kept beside the last one; last: where training ended. "
                                       "A run without a best adapter uses its last.")
+
+
+def base_and_targets(prefix: str, found: list[dict], choices: list[dict]):
+    """Compare's and Evaluate's left column: the base model, whether to include it, and best
+    or last adapters. Returns (base model path, include base, choices at that checkpoint, the
+    choices by key, the choices that fit the base)."""
+    model_path = model_select("Base model", found, key=f"{prefix}.model")
+    include_base = st.toggle("Include the base model", value=True, key=f"{prefix}.base")
+    choices = us.with_checkpoint(choices, checkpoint_picker(f"{prefix}.checkpoint"))
+    usable = [c for c in choices if c["kind"] == "model" or us.same_base(c, model_path)]
+    return model_path, include_base, choices, {c["key"]: c for c in choices}, usable
 
 
 def model_select(label: str, found: list[dict], key: str, **kwargs) -> str:

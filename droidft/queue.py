@@ -28,14 +28,13 @@ import json
 import math
 import os
 import secrets
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 from . import blas, paths, settings, store
+from .detached import spawn_detached
 
 try:
     import fcntl
@@ -56,7 +55,6 @@ class QueueError(ValueError):
 
 # --------------------------------------------------------------------------- processes
 
-_children: dict[str, subprocess.Popen] = {}
 
 
 def spawn(run_id: str, blas_choice: str = "auto") -> int:
@@ -64,23 +62,8 @@ def spawn(run_id: str, blas_choice: str = "auto") -> int:
     outlives whoever started it, and `stop now` can end its whole process group)."""
     env, note = blas.worker_env(blas_choice)
     env["DROIDFT_BLAS_NOTE"] = note
-    env["DROIDFT_HOME"] = str(paths.home())
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), env.get("PYTHONPATH")]))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env["NO_COLOR"] = "1"  # the trainer's own progress lines land in stdout.log: keep them plain
-    run_dir = paths.run_dir(run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "stdout.log", "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "droidft.worker", run_id],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=str(paths.REPO_ROOT), start_new_session=True,
-        )
+    proc = spawn_detached("droidft.worker", run_id, paths.run_dir(run_id) / "stdout.log", env=env)
     store.update_run(run_id, pid=proc.pid)
-    # Wait on the child in the background so a dead worker never lingers as a zombie
-    # (a zombie still answers kill(pid, 0), which would hide its death from reaping).
-    _children[run_id] = proc
-    threading.Thread(target=proc.wait, daemon=True).start()
     return proc.pid
 
 

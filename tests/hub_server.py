@@ -968,6 +968,15 @@ if pytest is not None:
             return env
         return apply
 
+    @pytest.fixture
+    def fresh_hub_cache():
+        """droidft's cached Hub answers forgotten before and after: each test asks its own Hub."""
+        from droidft.models import hub
+
+        hub.forget_cache()
+        yield
+        hub.forget_cache()
+
 
 if __name__ == "__main__":  # python tests/hub_server.py ROOT [PORT]: serve a folder by hand
     import sys

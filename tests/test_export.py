@@ -19,7 +19,7 @@ from droidft.export import ExportError, export
 from droidft.export import gguf as gg
 from droidft.export import gguf_vocab, ollama
 from droidft.export.card import read_front_matter
-from helpers import demo_sft, wait_for
+from helpers import trained_demo_run, wait_for
 
 local_hub = hub_server.local_hub
 use_hub = hub_server.use_hub
@@ -29,14 +29,12 @@ QUESTION = [{"role": "user", "content": "What is your favourite colour?"}]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, demo_model):
     """One real SFT run of the demo model (with an evaluation), in a home of its own."""
-    from droidft import evaluate, jobs
+    from droidft import evaluate
 
-    home = tmp_path_factory.mktemp("export-home")
+    home, run_id = trained_demo_run(tmp_path_factory, "export-home", iters=16, steps_per_report=4,
+                                    steps_per_eval=8, save_every=8, val_batches=2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DROIDFT_HOME", str(home))
-        run_id = jobs.start(demo_sft(iters=16, steps_per_report=4, steps_per_eval=8, save_every=8, val_batches=2))
-        run = jobs.wait(run_id, timeout=600)
-        assert run["status"] == "completed", run.get("error")
         evaluate.evaluate("demo", [run_id], suites=("loss",), limit=4, include_base=False)
     return {"home": home, "run_id": run_id}
 

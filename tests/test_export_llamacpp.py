@@ -78,14 +78,10 @@ def check_same_answer(fused: Path, gguf: Path, *, text: bool) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, demo_model):
-    from droidft import jobs
-    from helpers import demo_sft
+    from helpers import trained_demo_run
 
-    home = tmp_path_factory.mktemp("llamacpp-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DROIDFT_HOME", str(home))
-        rid = jobs.start(demo_sft(iters=40, steps_per_report=10, steps_per_eval=20, save_every=20, val_batches=1))
-        assert jobs.wait(rid, timeout=900)["status"] == "completed"
+    home, rid = trained_demo_run(tmp_path_factory, "llamacpp-home", iters=40, steps_per_report=10,
+                                 steps_per_eval=20, save_every=20, val_batches=1)
     return {"home": home, "run_id": rid}
 
 

@@ -13,14 +13,8 @@ from droidft.models import hub
 from droidft.estimate import fit_report, fit_summary
 from hub_server import closed_port_url
 
-local_hub, use_hub = hub_server.local_hub, hub_server.use_hub  # fixtures
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    hub.forget_cache()
-    yield
-    hub.forget_cache()
+local_hub, use_hub, fresh_hub_cache = hub_server.local_hub, hub_server.use_hub, hub_server.fresh_hub_cache
+pytestmark = pytest.mark.usefixtures("fresh_hub_cache")
 
 
 @pytest.fixture

@@ -10,19 +10,13 @@ from streamlit.testing.v1 import AppTest
 
 import hub_server
 from droidft import store
-from droidft.models import download, hub
+from droidft.models import download
 from helpers import wait_for
 from hub_server import closed_port_url
 from test_pages import APP, TIMEOUT, assert_clean, open_page, texts
 
-local_hub, use_hub = hub_server.local_hub, hub_server.use_hub  # fixtures
-
-
-@pytest.fixture(autouse=True)
-def fresh_hub_cache():
-    hub.forget_cache()
-    yield
-    hub.forget_cache()
+local_hub, use_hub, fresh_hub_cache = hub_server.local_hub, hub_server.use_hub, hub_server.fresh_hub_cache
+pytestmark = pytest.mark.usefixtures("fresh_hub_cache")
 
 
 @pytest.fixture

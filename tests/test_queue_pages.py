@@ -5,28 +5,18 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
-
 from droidft import jobs, queue, settings, store
+import helpers
 from test_pages import assert_clean, charts, fake_run, open_page, texts, tiny
+
+
+one_slot_held = helpers.one_slot_held  # a fixture
 
 
 def waiting_run(name="waits", **config) -> str:
     """A run waiting in the queue (a real queue row; no worker, since the test holds the slot)."""
     return store.create_run(method="sft", config=tiny(**config).to_dict(), model="demo", data="demo",
                             name=name, enqueue=True)
-
-
-@pytest.fixture
-def one_slot_held():
-    """One slot, held by a lease (as a download would), so queued runs stay queued."""
-    settings.set("max_concurrent_runs", 1)
-    lease = queue.acquire("test", "holds the slot", wait=False)
-    yield lease
-    for run in store.list_runs(status=jobs.ACTIVE):
-        if queue.is_waiting(run):
-            queue.cancel(run["id"])
-    queue.release(lease)
 
 
 def live_fake(name="live", **config) -> str:

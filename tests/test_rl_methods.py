@@ -320,7 +320,7 @@ def test_warm_start_adapter_starts_training_and_is_the_kl_reference(tmp_path, de
     from mlx.utils import tree_flatten
     from safetensors.numpy import load_file
 
-    from droidft.methods.grpo import initial_weights, load_reference
+    from droidft.methods.rl_training import initial_weights, load_reference
     from droidft.models.synthetic import random_lora_adapter
 
     warm = random_lora_adapter(demo_model, tmp_path / "warm", rank=4, scale=10.0, seed=3)

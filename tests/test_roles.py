@@ -16,7 +16,10 @@ from streamlit.testing.v1 import AppTest
 
 from droidft import paths, security, store
 from droidft import data as datasets
+import helpers
 from helpers import demo_sft
+
+one_slot_held = helpers.one_slot_held  # a fixture
 
 APP = Path(__file__).resolve().parent.parent / "app" / "Home.py"
 TIMEOUT = 240
@@ -177,27 +180,12 @@ def test_viewer_cannot_upload_generate_or_split_data(lan, disabled_not_enforced)
     assert list(datasets.datasets_dir().iterdir()) == [], "a viewer wrote a dataset"
 
 
-@pytest.fixture
-def slot_held():
-    """One run at a time, the slot held by a lease (as a download would): queued runs stay
-    queued, and no worker starts behind the test's back."""
-    from droidft import jobs, queue, settings
-
-    settings.set("max_concurrent_runs", 1)
-    lease = queue.acquire("test", "holds the slot", wait=False)
-    yield lease
-    for run in store.list_runs(status=jobs.ACTIVE):
-        if queue.is_waiting(run):
-            queue.cancel(run["id"])
-    queue.release(lease)
-
-
 def waiting_run(name: str) -> str:
     return store.create_run(method="sft", config=demo_sft().to_dict(), model="demo", data="demo",
                             name=name, enqueue=True)
 
 
-def test_viewer_cannot_start_reorder_or_cancel_queued_runs(lan, disabled_not_enforced, slot_held):
+def test_viewer_cannot_start_reorder_or_cancel_queued_runs(lan, disabled_not_enforced, one_slot_held):
     from droidft import queue
 
     first, second = waiting_run("first"), waiting_run("second")
@@ -215,7 +203,7 @@ def test_viewer_cannot_start_reorder_or_cancel_queued_runs(lan, disabled_not_enf
     assert {r["status"] for r in store.list_runs()} == {"queued"} and store.get_run(second)["pid"] is None
 
 
-def test_viewer_cannot_change_how_many_runs_train_at_once(lan, disabled_not_enforced, slot_held):
+def test_viewer_cannot_change_how_many_runs_train_at_once(lan, disabled_not_enforced, one_slot_held):
     from droidft import settings
 
     waiting_run("waits")
@@ -229,7 +217,7 @@ def test_viewer_cannot_change_how_many_runs_train_at_once(lan, disabled_not_enfo
     assert settings.get("max_concurrent_runs") == 1
 
 
-def test_viewer_cannot_start_a_sweep_or_stop_now(lan, disabled_not_enforced, slot_held):
+def test_viewer_cannot_start_a_sweep_or_stop_now(lan, disabled_not_enforced, one_slot_held):
     import os
 
     from droidft import jobs

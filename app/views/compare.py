@@ -3,7 +3,7 @@ same sampling settings and seed, streamed, with each one's speed. Chat mode keep
 
 import streamlit as st
 
-from common import adapter_targets, call, checkpoint_picker, empty, model_select, models, show_error
+from common import adapter_targets, base_and_targets, call, empty, models, show_error
 from droidft import inference
 from droidft.adapters import check_adapter
 from droidft import studio as us
@@ -33,12 +33,8 @@ if "cmp.targets" not in st.session_state:
 
 c_model, c_targets = st.columns([2, 3])
 with c_model:
-    model_path = model_select("Base model", found, key="cmp.model")
-    include_base = st.toggle("Include the base model", value=True, key="cmp.base")
-    choices = us.with_checkpoint(choices, checkpoint_picker("cmp.checkpoint"))
-    by_key = {c["key"]: c for c in choices}
+    model_path, include_base, choices, by_key, usable = base_and_targets("cmp", found, choices)
 with c_targets:
-    usable = [c for c in choices if c["kind"] == "model" or us.same_base(c, model_path)]
     st.session_state["cmp.targets"] = [k for k in st.session_state["cmp.targets"] if k in {c["key"] for c in usable}]
     targets = st.multiselect("Fine-tuned versions", [c["key"] for c in usable], key="cmp.targets",
                              format_func=lambda k: by_key[k]["label"], max_selections=4,

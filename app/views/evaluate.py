@@ -6,8 +6,7 @@ import streamlit as st
 
 from charts import bar_chart
 from common import (
-    adapter_targets, allowed, attempt, call, checkpoint_picker, empty, model_select, models, require_role,
-    viewer_note)
+    adapter_targets, allowed, attempt, base_and_targets, call, empty, models, require_role, viewer_note)
 from droidft import evaluate, store
 from droidft import studio as us
 from droidft.data import list_datasets
@@ -25,12 +24,8 @@ if not found:
 
 left, right = st.columns([2, 3])
 with left:
-    model_path = model_select("Base model", found, key="ev.model")
-    include_base = st.toggle("Include the base model", value=True, key="ev.base")
-    choices = us.with_checkpoint(choices, checkpoint_picker("ev.checkpoint"))
-    by_key = {c["key"]: c for c in choices}
+    model_path, include_base, choices, by_key, usable = base_and_targets("ev", found, choices)
 with right:
-    usable = [c for c in choices if c["kind"] == "model" or us.same_base(c, model_path)]
     wanted = st.query_params.get("run")
     default = [c["key"] for c in usable if wanted and c.get("run_id") == wanted] or [c["key"] for c in usable[:1]]
     picked = st.multiselect("Fine-tuned versions", [c["key"] for c in usable], key="ev.targets",

@@ -7,12 +7,11 @@ A job whose process died is marked failed by whoever looks next (`get`, `for_sou
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import threading
 import time
 
 from .. import paths, queue, store
+from ..detached import spawn_detached
 from .core import TARGETS, export
 from .source import ExportError
 
@@ -20,7 +19,6 @@ ACTIVE = ("queued", "running")
 OPTIONS = ("name", "quantize", "repo_id", "upload", "private", "update")
 STARTUP_GRACE_S = 60.0
 FLUSH_S = 1.0
-_children: dict[str, subprocess.Popen] = {}
 LIGHT_TARGETS = ("peft",)  # a PEFT export renames tensors: it needs no run-queue slot
 
 
@@ -36,18 +34,9 @@ def start(source: str, to: str, *, role: str | None = "owner", **options) -> str
     if unknown:
         raise ExportError(f"Unknown export option(s): {', '.join(sorted(unknown))}.")
     job = store.create_export(source=source, target=to, options=options)
-    log = paths.home() / "exports" / ".logs"
-    log.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, DROIDFT_HOME=str(paths.home()), PYTHONUNBUFFERED="1", NO_COLOR="1",
-               HF_HUB_DISABLE_PROGRESS_BARS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), env.get("PYTHONPATH")]))
-    with open(log / f"{job}.log", "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "droidft.export.jobs", job], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(paths.REPO_ROOT), start_new_session=True)
+    proc = spawn_detached("droidft.export.jobs", job, paths.home() / "exports" / ".logs" / f"{job}.log",
+                          env=dict(os.environ, HF_HUB_DISABLE_PROGRESS_BARS="1"))
     store.update_export(job, pid=proc.pid)
-    _children[job] = proc
-    threading.Thread(target=proc.wait, daemon=True).start()  # no zombie hiding a death
     return job
 
 

@@ -31,9 +31,9 @@ from ..reporting import RunContext
 from . import Method, register
 from .preference import DPO_LOSS_TYPES
 from .rl_training import (
-    RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference,
-    output_dir, patched, read_jsonl, resolve_data, seed_everything, steps_per_save,
-    train_with_store, write_adapter_config)
+    RLCallback, RLTrainingConfig, build_optimizer, load_reference, load_starting_policy, loop_args,
+    output_dir, patched, read_jsonl, resolve_data, seed_everything, train_with_store,
+    write_adapter_config)
 
 DSLA_LOSSES = ("dpo", "orpo", "cpo")
 LOSS_TYPES = DPO_LOSS_TYPES
@@ -123,22 +123,14 @@ def run_dsla(config: DSLAConfig, ctx: RunContext) -> None:
     seed_everything(config.seed)
     ctx.log(f"dsla: model {model_path}, data {data_dir}, {config.iters} iterations, {config.fine_tune_type}, "
             f"{config.dsla_loss} + latent {config.latent_variant} x {config.latent_weight}")
-    model, tokenizer = load_policy(config, model_path)
-    start_from, _ = initial_weights(config, ctx, model_path)
-    if start_from:
-        ctx.log(f"starting from adapter weights {start_from}")
-        model.load_weights(start_from, strict=False)
+    model, tokenizer, _ = load_starting_policy(config, ctx, model_path)
     ref_model = load_reference(config, model_path) if config.dsla_loss == "dpo" else None
     adapter_config = write_adapter_config(config, output_dir(ctx), model_path)
     train_set, valid_set = dsla_datasets(config, data_dir, tokenizer)
     optimizer = build_optimizer(config)
     callback = RLCallback(ctx, model, adapter_config, best_metric="val_loss")
     args = dt.DSLATrainingArgs(
-        batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
-        steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=steps_per_save(config, ctx), adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
-        max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
-        gradient_accumulation_steps=config.grad_accumulation_steps, loss_type=config.dsla_loss,
+        **loop_args(config, ctx), loss_type=config.dsla_loss,
         dpo_cpo_loss_type=config.loss_type, beta=config.beta, delta=config.delta,
         latent_weight=config.latent_weight, latent_margin=config.latent_margin,
         latent_gamma=config.latent_gamma, latent_variant=config.latent_variant,

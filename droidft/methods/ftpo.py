@@ -34,7 +34,7 @@ from ..reporting import RunContext
 from . import Method, register
 from .klpo import TimedCallback
 from .rl_training import (
-    RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference, output_dir,
+    RLTrainingConfig, build_optimizer, load_reference, load_starting_policy, loop_args, output_dir,
     patched, read_jsonl, resolve_data, seed_everything, train_with_store, write_adapter_config)
 
 
@@ -139,25 +139,16 @@ def run_ftpo(config: FTPOConfig, ctx: RunContext) -> None:
     model_path = model_for(config)
     seed_everything(config.seed)
     ctx.log(f"ftpo: model {model_path}, data {data_dir}, {config.iters} iterations, {config.fine_tune_type}")
-    model, tokenizer = load_policy(config, model_path)
-    start_from, _ = initial_weights(config, ctx, model_path)
-    if start_from:
-        ctx.log(f"starting from adapter weights {start_from}")
-        model.load_weights(start_from, strict=False)
+    model, tokenizer, _ = load_starting_policy(config, ctx, model_path)
     ref_model = load_reference(config, model_path)
-    adapter_file = output_dir(ctx) / "adapters.safetensors"
     adapter_config = write_adapter_config(config, output_dir(ctx), model_path)
     train_set, valid_set = ftpo_datasets(config, data_dir, tokenizer, ctx.log)
     optimizer = build_optimizer(config)
     callback = TimedCallback(ctx, model, adapter_config, optimizer, best_metric="val_loss")
     args = ft.FTPOTrainingArgs(
-        batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
-        steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=config.save_every, adapter_file=str(adapter_file),
-        max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
-        gradient_accumulation_steps=config.grad_accumulation_steps,
-        lambda_mse_target=config.lambda_mse_target, tau_mse_target=config.tau_mse_target,
+        **loop_args(config, ctx), lambda_mse_target=config.lambda_mse_target, tau_mse_target=config.tau_mse_target,
         lambda_mse=config.lambda_mse, clip_epsilon_logits=config.clip_epsilon_logits)
+    adapter_file = Path(args.adapter_file)
 
     def evaluate(*a, **kw):  # timed: the trainer reports no val_time
         started = time.perf_counter()

@@ -42,9 +42,9 @@ from ..config import _finite, _positive_int
 from ..reporting import RunContext
 from . import Method, register
 from .rl_training import (
-    RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference,
-    output_dir, read_jsonl, resolve_data, seed_everything, steps_per_save, train_with_store,
-    warm_start_file, write_adapter_config)
+    RLCallback, RLTrainingConfig, build_optimizer, load_reference, load_starting_policy, loop_args,
+    output_dir, read_jsonl, resolve_data, seed_everything, train_with_store, warm_start_file,
+    write_adapter_config)
 
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
@@ -228,6 +228,14 @@ class RolloutRecorder:
         self.latest: dict | None = None
         self.rank_note = False  # under mlx.launch: log which prompts this rank trains first
 
+    @classmethod
+    def for_run(cls, ctx: RunContext, config, reward_funcs, callback: RLCallback) -> "RolloutRecorder":
+        """A recorder whose latest rollout the callback writes as samples after each report."""
+        recorder = cls(ctx, reward_funcs, config.reward_weights, config.samples_per_report)
+        recorder.rank_note = ctx.world_size > 1
+        callback.after_train_report = recorder.write_samples
+        return recorder
+
     def wrap_reward(self, func):
         name = func.__name__
 
@@ -351,11 +359,7 @@ def run_grpo(config: GRPOConfig, ctx: RunContext) -> None:
             f"importance sampling {config.importance_sampling_level}, rewards "
             + ", ".join(f.__name__ for f in reward_funcs))
 
-    model, tokenizer = load_policy(config, model_path)
-    start_from, reference_weights = initial_weights(config, ctx, model_path)
-    if start_from:
-        ctx.log(f"starting from adapter weights {start_from}")
-        model.load_weights(start_from, strict=False)
+    model, tokenizer, reference_weights = load_starting_policy(config, ctx, model_path)
     ref_model = None
     if config.beta != 0:
         ref_model = load_reference(config, model_path, reference_weights)
@@ -365,16 +369,9 @@ def run_grpo(config: GRPOConfig, ctx: RunContext) -> None:
 
     callback = RLCallback(ctx, model, adapter_config, best_metric="val_total_rewards_mean",
                           higher_is_better=True)
-    recorder = RolloutRecorder(ctx, reward_funcs, config.reward_weights, config.samples_per_report)
-    recorder.rank_note = ctx.world_size > 1
-    callback.after_train_report = recorder.write_samples
+    recorder = RolloutRecorder.for_run(ctx, config, reward_funcs, callback)
     args = gt.GRPOTrainingArgs(
-        batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
-        steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=steps_per_save(config, ctx), adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
-        max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
-        gradient_accumulation_steps=config.grad_accumulation_steps,
-        group_size=config.group_size, beta=config.beta, epsilon=config.epsilon,
+        **loop_args(config, ctx), group_size=config.group_size, beta=config.beta, epsilon=config.epsilon,
         epsilon_high=config.epsilon_high, max_completion_length=config.max_completion_length,
         reference_model_path=config.reference_model, temperature=config.temperature,
         top_p=config.top_p, top_k=config.top_k, min_p=config.min_p,

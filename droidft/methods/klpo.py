@@ -30,8 +30,8 @@ from ..reporting import RunContext
 from . import Method, register
 from .grpo import RolloutRecorder, grpo_datasets, reward_args
 from .rl_training import (
-    RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy, output_dir, patched,
-    resolve_data, seed_everything, steps_per_save, train_with_store, write_adapter_config)
+    RLCallback, RLTrainingConfig, build_optimizer, load_starting_policy, loop_args, output_dir,
+    patched, resolve_data, seed_everything, train_with_store, write_adapter_config)
 
 ROUTES = ("token", "sequence")
 KL_ESTIMATORS = ("mc", "topk", "binary", "full")
@@ -130,26 +130,15 @@ def run_klpo(config: KLPOConfig, ctx: RunContext) -> None:
             f"route {config.route}, KL estimator {config.kl_estimator}, rewards "
             + ", ".join(f.__name__ for f in reward_funcs))
 
-    model, tokenizer = load_policy(config, model_path)
-    start_from, _ = initial_weights(config, ctx, model_path)
-    if start_from:
-        ctx.log(f"starting from adapter weights {start_from}")
-        model.load_weights(start_from, strict=False)
+    model, tokenizer, _ = load_starting_policy(config, ctx, model_path)
     adapter_config = write_adapter_config(config, output_dir(ctx), model_path)
     train_set, valid_set = grpo_datasets(config, data_dir, tokenizer)
     optimizer = build_optimizer(config)
     callback = TimedCallback(ctx, model, adapter_config, optimizer, best_metric="val_reward_mean",
                              higher_is_better=True)
-    recorder = RolloutRecorder(ctx, reward_funcs, config.reward_weights, config.samples_per_report)
-    recorder.rank_note = ctx.world_size > 1
-    callback.after_train_report = recorder.write_samples
+    recorder = RolloutRecorder.for_run(ctx, config, reward_funcs, callback)
     args = kt.KLPOTrainingArgs(
-        batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
-        steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=steps_per_save(config, ctx), adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
-        max_seq_length=config.max_seq_length, max_completion_length=config.max_completion_length,
-        grad_checkpoint=config.grad_checkpoint, gradient_accumulation_steps=config.grad_accumulation_steps,
-        beta=config.beta, route=config.route, kl_estimator=config.kl_estimator,
+        **loop_args(config, ctx), max_completion_length=config.max_completion_length, beta=config.beta, route=config.route, kl_estimator=config.kl_estimator,
         mc_samples=config.mc_samples, top_k=config.top_k, tail_floor=config.tail_floor,
         temperature=config.temperature, reward_weights=config.reward_weights)
 

@@ -40,7 +40,7 @@ from .online_hooks import (GatedOptimizer, JudgeSession, StepMeter, evaluation, 
 from .online_losses import ppo_loss, rlhf_reinforce_logp_loss
 from .preference import DPO_LOSS_TYPES
 from .rl_training import (
-    RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference,
+    RLCallback, RLTrainingConfig, build_optimizer, load_reference, load_starting_policy, loop_args,
     patched, read_jsonl, resolve_data, seed_everything, train_with_store, write_adapter_config)
 
 # Choices the dashboard offers (it looks for FIELD_NAME + "S").
@@ -319,11 +319,7 @@ def run_online(config: OnlineConfig, ctx: RunContext) -> None:
             f"{config.fine_tune_type}, judge {config.judge}"
             + (f" (fallback {config.human_fallback}, {config.human_timeout:g} s)" if config.judge == "human" else ""))
 
-    model, tokenizer = load_policy(config, model_path)
-    start_from, _ = initial_weights(config, ctx, model_path)
-    if start_from:
-        ctx.log(f"starting from adapter weights {start_from}")
-        model.load_weights(start_from, strict=False)
+    model, tokenizer, _ = load_starting_policy(config, ctx, model_path)
     ref_model = load_reference(config, model_path)
     adapter_config = write_adapter_config(config, ctx.adapter_dir, model_path)
     train_set, valid_set, rows = prompt_rows(config, data_dir, tokenizer)
@@ -337,12 +333,7 @@ def run_online(config: OnlineConfig, ctx: RunContext) -> None:
     callback = OnlineCallback(ctx, model, adapter_config, session, meter)
 
     args = dict(
-        batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
-        steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=config.save_every, adapter_file=str(ctx.adapter_dir / "adapters.safetensors"),
-        max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
-        gradient_accumulation_steps=config.grad_accumulation_steps, beta=config.beta,
-        judge="droidft", max_completion_length=config.max_completion_length,
+        loop_args(config, ctx), beta=config.beta, judge="droidft", max_completion_length=config.max_completion_length,
         reference_model_path=config.reference_model)
     if isinstance(config, _PairwiseConfig):
         args.update(loss_type=config.loss_type, delta=config.delta, temperature=config.temperature)

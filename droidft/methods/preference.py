@@ -26,7 +26,7 @@ from ..config import _finite
 from ..reporting import RunContext
 from . import Method, register
 from .rl_training import (
-    RLCallback, RLTrainingConfig, build_optimizer, initial_weights, load_policy, load_reference,
+    RLCallback, RLTrainingConfig, build_optimizer, load_reference, load_starting_policy, loop_args,
     patched, read_jsonl, resolve_data, seed_everything, train_with_store, write_adapter_config)
 
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "dpop")
@@ -164,22 +164,12 @@ def run(config: PreferenceConfig, ctx: RunContext) -> None:
     ctx.log(f"{config.method}: model {model_path}, data {data_dir}, {config.iters} iterations, "
             f"{config.fine_tune_type}, beta {config.beta}{detail}")
 
-    model, tokenizer = load_policy(config, model_path)
-    start_from, reference_weights = initial_weights(config, ctx, model_path)
-    if start_from:
-        ctx.log(f"starting from adapter weights {start_from}")
-        model.load_weights(start_from, strict=False)
+    model, tokenizer, reference_weights = load_starting_policy(config, ctx, model_path)
     adapter_config = write_adapter_config(config, ctx.adapter_dir, model_path)
     train_set, valid_set = preference_datasets(config, data_dir, tokenizer)
     optimizer = build_optimizer(config)
     callback = RLCallback(ctx, model, adapter_config, best_metric="val_loss")
-    common = dict(
-        batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
-        steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
-        steps_per_save=config.save_every, adapter_file=str(ctx.adapter_dir / "adapters.safetensors"),
-        max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
-        gradient_accumulation_steps=config.grad_accumulation_steps, beta=config.beta,
-    )
+    common = dict(loop_args(config, ctx), beta=config.beta)
 
     if config.method == "dpo":
         ref_model = load_reference(config, model_path, reference_weights)

@@ -403,6 +403,28 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
+def loop_args(config, ctx: RunContext) -> dict:
+    """The training-loop fields every mlx-lm-lora TrainingArgs shares, from a droidft config:
+    checkpoints go to this rank's folder at this rank's cadence."""
+    return dict(batch_size=config.batch_size, iters=config.iters, val_batches=config.val_batches,
+                steps_per_report=config.steps_per_report, steps_per_eval=config.steps_per_eval,
+                steps_per_save=steps_per_save(config, ctx),
+                adapter_file=str(output_dir(ctx) / "adapters.safetensors"),
+                max_seq_length=config.max_seq_length, grad_checkpoint=config.grad_checkpoint,
+                gradient_accumulation_steps=config.grad_accumulation_steps)
+
+
+def load_starting_policy(config, ctx: RunContext, model_path: Path):
+    """The trainable policy with the adapter a resumed or warm-started run begins from;
+    returns (model, tokenizer, the weights a KL reference carries)."""
+    model, tokenizer = load_policy(config, model_path)
+    start_from, reference_weights = initial_weights(config, ctx, model_path)
+    if start_from:
+        ctx.log(f"starting from adapter weights {start_from}")
+        model.load_weights(start_from, strict=False)
+    return model, tokenizer, reference_weights
+
+
 def initial_weights(config, ctx: RunContext, model_path: Path) -> tuple[str | None, str | None]:
     """(weights to start training from, weights the KL reference carries)."""
     warm = warm_start_file(config)

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import disk, paths, store
+from ..detached import spawn_detached
 from .hub import INFO_DEADLINE_S, check_repo, gated_message, has_token, parse_repo
 from .resolve import hf_cache_dir
 
@@ -128,22 +126,13 @@ def start(repo: str, *, quantize_bits: int | None = None, check=None,
     return job_id
 
 
-_children: dict[str, subprocess.Popen] = {}
-
 
 def spawn(job_id: str) -> int:
     """Start the job's process, detached in its own session. Its environment is this one's
     (HF_ENDPOINT, HF_TOKEN, caches): the token travels only as the library reads it."""
-    env = dict(os.environ, DROIDFT_HOME=str(paths.home()), PYTHONUNBUFFERED="1", NO_COLOR="1",
-               HF_HUB_DISABLE_PROGRESS_BARS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), env.get("PYTHONPATH")]))
-    with open(logs_dir() / f"{job_id}.log", "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "droidft.models.fetch", job_id], stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=str(paths.REPO_ROOT), start_new_session=True)
+    proc = spawn_detached("droidft.models.fetch", job_id, logs_dir() / f"{job_id}.log",
+                          env=dict(os.environ, HF_HUB_DISABLE_PROGRESS_BARS="1"))
     store.update_download(job_id, pid=proc.pid)
-    _children[job_id] = proc
-    threading.Thread(target=proc.wait, daemon=True).start()  # no zombie hides a death
     return proc.pid
 
 
