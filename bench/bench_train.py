@@ -55,10 +55,18 @@ class Measured:
     first_any: float = float("nan")  # ... to the first metric row of any kind (val_loss at step 0)
 
     @property
+    def warm_up_until(self) -> int:
+        """The iteration the warm-up window ends at: the first full report window (stock
+        reports at 10, 20, ...; droidft also at 1, so its 2-10 window is warm-up too, with
+        mx.compile's traces for new batch shapes). Both sides are measured on the same
+        windows after it."""
+        return next((it for it, _, _ in self.reports if it > 1), 0)
+
+    @property
     def tokens_per_s(self) -> float:
-        """Mean of the report rates after the first (warm-up) report."""
-        rates = [r for _, r, _ in self.reports]
-        return statistics.mean(rates[1:] or rates)
+        """Mean of the report rates after the warm-up window."""
+        rates = [r for it, r, _ in self.reports if it > self.warm_up_until]
+        return statistics.mean(rates or [r for _, r, _ in self.reports])
 
     def exact(self, exact_tokens: dict[int, float] | None) -> bool:
         """Do `exact_tokens` (iteration -> cumulative tokens) match these reports' totals
@@ -67,14 +75,16 @@ class Measured:
                                           for it, _, t in self.reports)
 
     def s_per_step(self, exact_tokens: dict[int, float] | None = None) -> float:
-        """Training seconds per step over the same reports as tokens_per_s: each report's
+        """Training seconds per step over the same windows as tokens_per_s: each report's
         tokens / its rate, with `exact_tokens` when they match (else the rounded totals)."""
         tokens = exact_tokens if self.exact(exact_tokens) else self.tokens_at
         windows, prev_it, prev_t = [], 0, 0.0
         for it, rate, _ in self.reports:
-            windows.append((it - prev_it, (tokens[it] - prev_t) / rate))
+            if it > self.warm_up_until:
+                windows.append((it - prev_it, (tokens[it] - prev_t) / rate))
             prev_it, prev_t = it, tokens[it]
-        windows = windows[1:] or windows
+        if not windows:  # a run too short for a window after the warm-up
+            windows = [(it, tokens[it] / rate) for it, rate, _ in self.reports[-1:]]
         return sum(s for _, s in windows) / sum(n for n, _ in windows)
 
     @property
