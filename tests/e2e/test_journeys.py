@@ -77,8 +77,15 @@ def generate_both(page, screenshot: str) -> None:
 
 
 def progress_text(page) -> str:
+    """The first progress bar's text, or "" when there is none. A bar can vanish between
+    finding it and reading it (a download just finished: CI failed waiting 60 s for it)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     loc = page.locator("[data-testid='stProgress']").first
-    return loc.inner_text(timeout=60_000) if loc.count() else ""
+    try:
+        return loc.inner_text(timeout=5_000) if loc.count() else ""
+    except PlaywrightTimeout:
+        return ""
 
 
 LINE_POINTS_JS = """() => {
