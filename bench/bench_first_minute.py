@@ -206,11 +206,12 @@ def main() -> None:
     missing = [m for m in order if m not in marks]
     if missing:
         raise SystemExit(f"start.sh never printed the lines for {missing}: see {tmp / 'start.log'}")
+    kernels = marks.get("kernels", marks["server up"])  # no line when they were compiled already
     phases = [
         ("clone", clone_s),
         ("install (warm pip cache)", marks["demo model"] - marks["install"]),
-        ("demo model check", marks.get("kernels", marks["server up"]) - marks["demo model"]),
-        ("MLX kernels compiled + BLAS check", marks["server up"] - marks.get("kernels", marks["server up"])),
+        ("demo model check", kernels - marks["demo model"]),
+        ("MLX kernels compiled + BLAS check", marks["server up"] - kernels),
         ("server up", marks["healthy"] - marks["server up"]),
         ("Home shown in the browser", times["home shown"] - marks["healthy"]),
         ("training (press -> completed)", times["completed"] - times["start pressed"]),

@@ -56,7 +56,6 @@ class QueueError(ValueError):
 # --------------------------------------------------------------------------- processes
 
 
-
 def spawn(run_id: str, blas_choice: str = "auto") -> int:
     """Start the worker process for a recorded run, detached in its own session (so it
     outlives whoever started it, and `stop now` can end its whole process group)."""

@@ -126,7 +126,6 @@ def start(repo: str, *, quantize_bits: int | None = None, check=None,
     return job_id
 
 
-
 def spawn(job_id: str) -> int:
     """Start the job's process, detached in its own session. Its environment is this one's
     (HF_ENDPOINT, HF_TOKEN, caches): the token travels only as the library reads it."""
