@@ -55,6 +55,30 @@ def choose(page, label: str, option: str, attempts: int = 5) -> None:
         return
 
 
+def add_to_multiselect(page, label: str, option: str, attempts: int = 5) -> None:
+    """Add `option` to Streamlit's multiselect `label`: type it, click the option. As with
+    `choose`, a rerun between the two closes the list, so type it again until the option shows."""
+    picker = page.locator("[data-testid='stMultiSelect']").filter(has_text=label)
+    chosen = picker.locator("[data-testid='stMultiSelectTagsContainer']").get_by_text(option, exact=True)
+    for attempt in range(attempts):
+        wait_app_idle(page)
+        if chosen.count():  # an earlier click landed after all
+            break
+        box = picker.locator("input")
+        box.click()
+        box.fill(option)
+        item = page.get_by_role("option", name=option, exact=True)
+        try:
+            item.wait_for(timeout=10_000)
+            item.click(timeout=5_000)
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+        page.keyboard.press("Escape")
+    wait_app_idle(page)
+    assert chosen.count(), f"{option!r} was not added to {label!r}"
+
+
 def assert_two_answers(page) -> None:
     """Compare shows one column per model, each with its answer above a 'tokens/s' caption."""
     columns = page.locator("[data-testid='stColumn']").filter(has_text="tokens/s")

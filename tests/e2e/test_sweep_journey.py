@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from test_journeys import LONG, generate_both, shot, wait_app_idle
+from test_journeys import LONG, add_to_multiselect, generate_both, shot, wait_app_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -27,12 +27,7 @@ def test_sweep_from_the_sft_form_to_the_best_trial_in_compare(server, server_hom
     wait_app_idle(page)
     fill(page, "Iters", "12")
     page.get_by_text("Sweep these settings").click()
-    picker = page.locator("[data-testid='stMultiSelect']").filter(has_text="Settings to sweep")
-    picker.locator("input").click()
-    picker.locator("input").fill("Rank")
-    page.get_by_role("option", name="Rank", exact=True).click()
-    page.keyboard.press("Escape")
-    wait_app_idle(page)
+    add_to_multiselect(page, "Settings to sweep", "Rank")
     fill(page, "Values of learning rate (comma-separated)", "1e-4, 2e-3")
     fill(page, "Values of rank (comma-separated)", "2, 8")
     page.get_by_text("4 runs", exact=False).first.wait_for()
