@@ -30,7 +30,9 @@ def endless(**overrides):
 
 class Poller:
     """Reads the runs' statuses from the store every 50 ms (without reaping: only the
-    workers themselves start the next run) and keeps the most runs seen running at once."""
+    workers themselves start the next run) and keeps the most runs seen running at once.
+    One query per poll: reading the runs one by one could see run A still running and, a
+    read later, run B already started by A's worker on its way out."""
 
     def __init__(self, run_ids):
         self.run_ids, self.max_running, self.polls, self.errors = run_ids, 0, 0, []
@@ -41,7 +43,7 @@ class Poller:
     def loop(self):
         while not self.done.is_set():
             try:
-                runs = [store.get_run(r) for r in self.run_ids]
+                runs = [r for r in store.list_runs() if r["id"] in self.run_ids]  # one snapshot
                 live = [r for r in runs if r["status"] == "running"
                         or (r["status"] == "queued" and r.get("queue_order") is None)]
                 self.max_running = max(self.max_running, len(live))
