@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from droidft import paths
+from droidft import paths, standby
 from droidft import studio as us
 
 log = logging.getLogger("droidft.app")
@@ -404,6 +404,7 @@ def presence_beacon(page: str, run_id: str | None) -> None:
     if role() is None:
         st.rerun()
     report_presence(page, run_id)
+    standby.keep_ready()  # the next Start's worker, imports done (only while nothing trains)
     count = len(presence().active())
     if count > 1:
         st.caption(f":material/group: {count} connected · see Home")

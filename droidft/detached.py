@@ -13,15 +13,23 @@ from pathlib import Path
 from . import paths
 
 
+def job_env(env: dict | None = None) -> dict:
+    """The environment a job process gets from `env` (default: this process's): this droidft
+    home and checkout, plain unbuffered output. Applying it twice changes nothing."""
+    env = dict(os.environ if env is None else env)
+    env["DROIDFT_HOME"] = str(paths.home())
+    path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(paths.REPO_ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join([str(paths.REPO_ROOT), *path])
+    env["PYTHONUNBUFFERED"] = "1"
+    env["NO_COLOR"] = "1"  # progress lines land in a log file: keep them plain
+    return env
+
+
 def spawn_detached(module: str, job_id: str, log_file: Path, env: dict | None = None) -> subprocess.Popen:
     """Start `python -m module job_id` with stdout and stderr appended to `log_file`, in this
     droidft home and checkout; `env` (default: this process's) passes on e.g. HF_ENDPOINT,
     HF_TOKEN or the BLAS choice."""
-    env = dict(os.environ if env is None else env)
-    env["DROIDFT_HOME"] = str(paths.home())
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.REPO_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env["NO_COLOR"] = "1"  # progress lines land in a log file: keep them plain
+    env = job_env(env)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", module, job_id], stdout=out, stderr=subprocess.STDOUT,

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from . import blas, paths, settings, store
+from . import blas, paths, settings, standby, store
 from .detached import spawn_detached
 
 try:
@@ -61,9 +61,11 @@ def spawn(run_id: str, blas_choice: str = "auto") -> int:
     outlives whoever started it, and `stop now` can end its whole process group)."""
     env, note = blas.worker_env(blas_choice)
     env["DROIDFT_BLAS_NOTE"] = note
-    proc = spawn_detached("droidft.worker", run_id, paths.run_dir(run_id) / "stdout.log", env=env)
-    store.update_run(run_id, pid=proc.pid)
-    return proc.pid
+    pid = standby.take(run_id, env)  # a worker started ahead, imports done, if one waits
+    if pid is None:
+        pid = spawn_detached("droidft.worker", run_id, paths.run_dir(run_id) / "stdout.log", env=env).pid
+    store.update_run(run_id, pid=pid)
+    return pid
 
 
 def pid_alive(pid: int | None, run_id: str | None = None) -> bool:
@@ -81,7 +83,8 @@ def pid_alive(pid: int | None, run_id: str | None = None) -> bool:
         try:
             if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
                 return False
-            if run_id and run_id not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+            if (run_id and run_id not in (proc / "cmdline").read_bytes().decode(errors="replace")
+                    and not standby.adopted(pid, run_id)):
                 return False  # the pid was reused by another process
         except OSError:
             return False

@@ -6,6 +6,7 @@ method's trainer in-process, reports through a `BatchWriter` (whose background
 thread also beats the heartbeat), and ends the run as completed, stopped or failed.
 SIGTERM/SIGINT or a STOP file in the run folder ask it to stop: the trainer
 finishes the current step, saves the adapter and the run ends as `stopped`.
+`--standby` starts one ahead of its run, imports done (droidft/standby.py).
 """
 
 from __future__ import annotations
@@ -140,14 +141,46 @@ def _close_writer(writer: "store.BatchWriter") -> None:
               file=sys.stderr)
 
 
+def _warm_up() -> None:
+    """What a fresh worker spends its first second on, done by a standby ahead of its run."""
+    import importlib
+
+    from . import methods
+
+    for name in ("mlx.core", "mlx_lm.lora", "mlx_lm.tuner.trainer", "mlx_lm.tuner.datasets"):
+        importlib.import_module(name)
+    methods.available()
+
+
+def standby() -> int:
+    """`python -m droidft.worker --standby`: import, wait for a run (droidft/standby.py), then
+    become its worker: output to the run's stdout.log, the environment the run asked for."""
+    from .standby import wait_for_run
+
+    taken = wait_for_run(_warm_up)
+    if taken is None:
+        return 0
+    run_id, env = taken
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(paths.run_dir(run_id) / "stdout.log", "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    os.environ.clear()
+    os.environ.update(env)
+    return 0 if run(run_id) in ("completed", "stopped") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--standby"]:
+        return standby()
     if len(argv) == 2 and argv[0] == "--rank":
         from .distributed import run_rank
 
         return run_rank(argv[1])
     if len(argv) != 1:
-        print("usage: python -m droidft.worker [--rank] RUN_ID", file=sys.stderr)
+        print("usage: python -m droidft.worker [--rank] RUN_ID | --standby", file=sys.stderr)
         return 2
     return 0 if run(argv[0]) in ("completed", "stopped") else 1
 

@@ -5,6 +5,10 @@ import sys
 
 import pytest
 
+# A standby worker (droidft/standby.py) is a dashboard's way to start runs sooner; tests start
+# fresh workers unless they test the standby itself (they set DROIDFT_STANDBY=1).
+os.environ["DROIDFT_STANDBY"] = "0"
+
 
 @pytest.fixture(autouse=True)
 def droidft_home(tmp_path, monkeypatch):

@@ -56,7 +56,7 @@ def launch_server(home: Path, port: int | None = None, lan: bool = False) -> tup
     runs (all interfaces, DROIDFT_LAN=1, HTTPS with a self-signed certificate made in `home`),
     and the url is then https:// at the machine's LAN address."""
     port = port or free_port()
-    env = dict(os.environ, DROIDFT_HOME=str(home), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, DROIDFT_HOME=str(home), PYTHONUNBUFFERED="1", DROIDFT_STANDBY="1")
     env.pop("DROIDFT_LAN", None)
     if lan:
         cmd = [sys.executable, "-m", "droidft.cli", "serve", "--lan", "--port", str(port)]
