@@ -28,7 +28,7 @@ ACTIVE = ("queued", "running")
 TERMINAL = ("completed", "failed", "stopped")
 STOP_GRACE_S = float(os.environ.get("DROIDFT_STOP_GRACE_S", "30"))  # polite stop, then "Stop now"
 TERM_WAIT_S = 3.0  # stop now: SIGTERM, this long to go, then SIGKILL
-# A worker's writer thread beats the heartbeat every second, even mid-step (MLX releases the
+# A worker's writer thread beats the heartbeat every 10 s at least, even mid-step (MLX releases the
 # GIL while it computes): this much silence from a live worker means it is hung, paused or
 # cannot write (DROIDFT_SILENT_AFTER_S).
 SILENT_AFTER_S = 120.0

@@ -28,6 +28,7 @@ from . import paths
 from .detached import job_env, spawn_detached
 
 IDLE_EXIT_S = float(os.environ.get("DROIDFT_STANDBY_IDLE_S", 6 * 3600))
+STARTING_WAIT_S = 5.0  # how long a Start waits for a standby that is still importing
 CHECK_S = 5.0  # how often a waiting standby looks whether its home and socket are still there
 PER_RUN_ENV = ("DROIDFT_BLAS_NOTE",)  # set per run; everything else must match the standby's own
 LIBRARIES = ("mlx", "mlx_lm", "mlx_lm_lora", "transformers")
@@ -80,8 +81,27 @@ def take(run_id: str, env: dict) -> int | None:
     None (none waiting, or it refused: another environment or changed code)."""
     if not enabled():
         return None
+    deadline = time.monotonic() + STARTING_WAIT_S
+    while not socket_path().exists() and _starting() and time.monotonic() < deadline:
+        time.sleep(0.05)  # one is importing: it will be ready sooner than a fresh worker would
     answer = _ask({"run": run_id, "env": job_env(env)}, timeout=10.0, confirm=True)
     return int(answer["pid"]) if answer and "pid" in answer else None
+
+
+def _starting() -> bool:
+    """Is a standby of this home importing (it holds the lock but does not listen yet)?"""
+    import fcntl
+
+    try:
+        with open(paths.home() / "standby.lock", "rb") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(probe, fcntl.LOCK_UN)
+    except OSError:
+        pass  # no lock file: no standby ever started here
+    return False
 
 
 _last_check = 0.0

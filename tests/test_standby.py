@@ -59,6 +59,20 @@ def test_a_waiting_standby_trains_the_next_run_exactly_as_a_fresh_worker(demo_mo
     assert (Path(run["adapter_path"]) / "adapters.safetensors").exists()
 
 
+def test_a_start_while_the_standby_imports_waits_for_it(demo_model, standby_on):
+    """Pressed right after the dashboard opened: the standby is still importing. A fresh
+    worker would import from scratch beside it on the same cores; the Start waits for it."""
+    from droidft import jobs
+
+    standby_on._ensure_if_idle()
+    wait_for(standby_on._starting, timeout=60, poll=0.02)  # it has the lock: importing (> 1 s)
+    assert standby_on.ready() is None
+    run_id = jobs.start(demo_sft(iters=2, steps_per_report=1, steps_per_eval=100, val_batches=1))
+    pid = jobs.get(run_id)["pid"]
+    assert standby_on.adopted(pid, run_id)
+    assert jobs.wait(run_id, timeout=600)["status"] == "completed"
+
+
 def test_a_standby_refuses_another_environment_and_changed_code(demo_model, standby_on):
     from droidft import blas, jobs, store
 
