@@ -2,8 +2,8 @@
 
 A fresh worker spends its first ~1.2-1.5 s (2 idle cores) importing MLX, mlx-lm and
 transformers before it reads its run. The dashboard keeps one worker waiting with those imports
-done (`python -m droidft.worker --standby`): `queue.spawn` hands it the run id over a Unix socket in the
-droidft home and it becomes that run's worker — the same `worker.run`, log file and process
+done (`python -m droidft.worker --standby`): `queue.spawn` hands it the run id over a Unix
+socket in the droidft home and it becomes that run's worker — the same `worker.run`, log file and process
 group a fresh worker has. It takes a run only when nothing that matters at import time differs:
 the environment the run's worker would get (BLAS library and kernels, Hub endpoint, ...) and
 the code (droidft, mlx, mlx-lm, mlx-lm-lora and transformers unchanged since it started).
@@ -11,7 +11,8 @@ Otherwise, or when none is waiting, `queue.spawn` starts a fresh worker as befor
 
 The dashboard calls `keep_ready` while nothing trains, so a standby's imports never compete
 with a run for the cores. A waiting standby exits when the dashboard that started it has gone,
-when its home is gone, or after IDLE_EXIT_S without a run. DROIDFT_STANDBY=0 switches it off (the test suite does, except where it tests it).
+when its home is gone, or after IDLE_EXIT_S without a run. DROIDFT_STANDBY=0 switches it off
+(the test suite does, except where it tests it).
 """
 
 from __future__ import annotations

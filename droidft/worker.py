@@ -168,7 +168,7 @@ def standby() -> int:
         os.dup2(log.fileno(), 2)
     os.environ.clear()
     os.environ.update(env)
-    return 0 if run(run_id) in ("completed", "stopped") else 1
+    return main([run_id])
 
 
 def main(argv: list[str] | None = None) -> int:
